@@ -1,0 +1,217 @@
+"""The ``polymodal`` command line. Heavy imports (torch, faiss) happen inside commands, so --help is instant."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="polymodal",
+    help="Build, train, evaluate and serve multimodal models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Bundled model name or model folder.")]
+
+
+def fail(message: str) -> None:
+    """Print a clear error and exit with status 2 (no traceback for expected user errors)."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _load(model: str):
+    from polymodal.hub import ModelNotFoundError, load
+
+    try:
+        return load(model)
+    except ModelNotFoundError as e:
+        fail(str(e))
+
+
+@app.command("list-models")
+def list_models_cmd() -> None:
+    """List named architectures and the trained models bundled with polymodal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from polymodal.hub import bundled_models
+    from polymodal.registry import get_spec, list_models
+
+    table = Table(title="architectures (polymodal.create_model)")
+    table.add_column("name")
+    table.add_column("description")
+    for name in list_models():
+        table.add_row(name, get_spec(name).description)
+    console = Console()
+    console.print(table)
+    console.print("trained models (polymodal.load): " + (", ".join(bundled_models()) or "none"))
+
+
+@app.command()
+def train(
+    recipe: Annotated[str, typer.Option(help="Recipe name (see polymodal/recipes) or path to a recipe JSON.")],
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<recipe>).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Dotted override, e.g. train.lr=3e-4.")] = None,
+) -> None:
+    """Train from a recipe; resumes from the run folder's latest checkpoint. Works under torchrun."""
+    from polymodal.config import ConfigError
+    from polymodal.train.recipe import load_recipe, run_recipe
+
+    try:
+        spec = load_recipe(recipe, set_ or [])
+    except (ConfigError, FileNotFoundError) as e:
+        fail(str(e))
+    summary = run_recipe(spec, out or Path("runs") / spec.name)
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Annotated[str, typer.Argument(help="Bundled model name or model folder.")],
+    task: Annotated[str, typer.Argument(help="digits-zeroshot | shapes-zeroshot | shapes-retrieval")],
+    n: Annotated[int | None, typer.Option(help="Evaluate on the first N samples only.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Evaluate a model on a named task."""
+    from polymodal.eval.tasks import TASKS, run_task
+
+    if task not in TASKS:
+        fail(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+    result = run_task(_load(model), task, n=n)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result['model']} on {task} (n={result['n']})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result["metrics"].items():
+        if isinstance(value, int | float):
+            table.add_row(key, f"{value:.4f}")
+    Console().print(table)
+
+
+@app.command()
+def embed(
+    inputs: Annotated[list[str], typer.Argument(help="Texts, or image paths with --images.")],
+    model: ModelOpt = "tiny-clip",
+    images: Annotated[bool, typer.Option("--images", help="Treat inputs as image files.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Write a .npy file instead of printing JSON.")] = None,
+) -> None:
+    """Embed texts or images; prints JSON lists or writes a .npy array."""
+    import numpy as np
+
+    from polymodal.data.images import ImageLoadError
+
+    pipeline = _load(model)
+    try:
+        vectors = pipeline.embed_image(inputs) if images else pipeline.embed_text(inputs)
+    except ImageLoadError as e:
+        fail(str(e))
+    if out:
+        np.save(out, vectors)
+        typer.echo(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings to {out}")
+    else:
+        typer.echo(json.dumps([[round(float(v), 6) for v in row] for row in vectors]))
+
+
+@app.command()
+def index(
+    folder: Annotated[Path, typer.Argument(help="Folder of images (optional captions.csv/jsonl).")],
+    out: Annotated[Path, typer.Option(help="Index folder to write.")] = Path("index"),
+    model: ModelOpt = "tiny-clip",
+    kind: Annotated[str, typer.Option(help="flat (exact) | hnsw (approximate, large galleries)")] = "flat",
+) -> None:
+    """Embed every image in a folder and save a FAISS index with its metadata. Bad files are skipped."""
+    from polymodal.search import build_folder_index
+
+    try:
+        report = build_folder_index(_load(model), folder, out, kind=kind)
+    except FileNotFoundError as e:
+        fail(str(e))
+    typer.echo(report)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="Text query, or an image path with --image.")],
+    index_dir: Annotated[Path, typer.Option("--index", help="Index folder from `polymodal index`.")] = Path("index"),
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Default: the model the index was built with.")] = None,
+    k: Annotated[int, typer.Option("-k", help="Results to show.")] = 5,
+    image: Annotated[bool, typer.Option("--image", help="The query is an image file.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Search an index by text (or by image)."""
+    from polymodal.index import EmbeddingIndexError
+    from polymodal.search import open_index, search_index
+
+    try:
+        idx = open_index(index_dir)
+        pipeline = _load(model or idx.model_name or "tiny-clip")
+        hits = search_index(pipeline, idx, query, k=k, by_image=image)
+    except (EmbeddingIndexError, FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    if as_json:
+        typer.echo(json.dumps([{"score": h.score, **h.metadata} for h in hits]))
+        return
+    for rank, hit in enumerate(hits, 1):
+        caption = f"  ({hit.metadata['caption']})" if hit.metadata.get("caption") else ""
+        typer.echo(f"{rank:2d}. {hit.score:.3f}  {hit.metadata.get('path', hit.id)}{caption}")
+
+
+@app.command()
+def classify(
+    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    labels: Annotated[str, typer.Option(help="Comma-separated candidate labels.")],
+    model: ModelOpt = "tiny-clip",
+    template: Annotated[list[str] | None, typer.Option(help="Prompt template(s) with {}; repeat to ensemble.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Zero-shot classify images among the given labels."""
+    from polymodal.data.images import ImageLoadError
+
+    names = [x.strip() for x in labels.split(",") if x.strip()]
+    pipeline = _load(model)
+    try:
+        results = pipeline.classify([str(p) for p in images], names, templates=template)
+    except (ImageLoadError, ValueError) as e:
+        fail(str(e))
+    if as_json:
+        typer.echo(json.dumps([{"image": str(p), "probs": r} for p, r in zip(images, results, strict=True)]))
+        return
+    for path, probs in zip(images, results, strict=True):
+        best = max(probs, key=probs.get)
+        typer.echo(f"{path}: {best} ({probs[best]:.2f})")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the gallery, index and contact sheets.")] = Path("demo_out"),
+    model: ModelOpt = "tiny-clip",
+    gallery_size: Annotated[int, typer.Option(help="Images to generate and index.")] = 300,
+) -> None:
+    """The main job: generate a gallery, index it, search it, classify zero-shot, write contact sheets."""
+    from polymodal.demo import run_demo
+
+    run_demo(_load(model), out, gallery_size=gallery_size)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""Questions with answers and referring expressions derived from a shapes scene graph.
+
+Every question is asked only when its answer is unambiguous from the scene graph: colour and shape
+questions name an object that is unique, spatial questions need a clear relation (see
+``RELATION_MARGIN``), and existence questions are balanced between "yes" and "no".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from polymodal.data.worlds.shapes_language import OPPOSITE, RELATION_WORDS, article, relation_facts
+from polymodal.data.worlds.shapes_scene import (
+    COLORS,
+    NUMBER_WORDS,
+    RELATION_MARGIN,
+    SHAPES,
+    Box,
+    Scene,
+    ShapeObject,
+)
+
+QA_KINDS = ("count", "color", "shape", "exists", "spatial")
+ANSWER_VOCAB: tuple[str, ...] = tuple(sorted({"yes", "no", *NUMBER_WORDS, *COLORS, *SHAPES}))
+
+
+@dataclass(frozen=True)
+class QA:
+    """A question about a scene, its short lowercase answer (in ANSWER_VOCAB) and its kind (in QA_KINDS)."""
+
+    question: str
+    answer: str
+    kind: str
+
+
+def plural(shape: str) -> str:
+    """'circle' -> 'circles', 'cross' -> 'crosses'."""
+    return shape + ("es" if shape.endswith("s") else "s")
+
+
+def _pick(rng: np.random.Generator, options: list):
+    return options[int(rng.integers(len(options)))]
+
+
+def _count_questions(scene: Scene, rng: np.random.Generator) -> list[QA]:
+    qs = [QA("how many shapes are there?", NUMBER_WORDS[len(scene)], "count")]
+    present_colors = sorted({o.color for o in scene.objects}, key=list(COLORS).index)
+    absent_colors = [c for c in COLORS if c not in present_colors]
+    for color in present_colors + ([_pick(rng, absent_colors)] if absent_colors else []):
+        qs.append(QA(f"how many {color} shapes are there?", NUMBER_WORDS[scene.count(color=color)], "count"))
+    present_shapes = sorted({o.shape for o in scene.objects}, key=SHAPES.index)
+    absent_shapes = [s for s in SHAPES if s not in present_shapes]
+    for shape in present_shapes + ([_pick(rng, absent_shapes)] if absent_shapes else []):
+        qs.append(QA(f"how many {plural(shape)} are there?", NUMBER_WORDS[scene.count(shape=shape)], "count"))
+    return qs
+
+
+def _attribute_questions(scene: Scene) -> list[QA]:
+    qs = []
+    for o in scene.objects:
+        if scene.count(shape=o.shape) == 1:
+            qs.append(QA(f"what color is the {o.shape}?", o.color, "color"))
+        elif scene.count(shape=o.shape, size=o.size) == 1:
+            qs.append(QA(f"what color is the {o.size} {o.shape}?", o.color, "color"))
+        if scene.count(color=o.color) == 1:
+            qs.append(QA(f"what shape is the {o.color} object?", o.shape, "shape"))
+        elif scene.count(color=o.color, size=o.size) == 1:
+            qs.append(QA(f"what shape is the {o.size} {o.color} object?", o.shape, "shape"))
+    return qs
+
+
+def _exists_questions(scene: Scene, rng: np.random.Generator) -> list[QA]:
+    present = sorted(scene.pairs)
+    absent = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in scene.pairs]
+    chosen = rng.choice(len(absent), size=min(len(present), len(absent)), replace=False)
+    qs = [QA(f"is there {article(c)} {c} {s}?", "yes", "exists") for c, s in present]
+    qs += [
+        QA(f"is there {article(absent[k][0])} {absent[k][0]} {absent[k][1]}?", "no", "exists") for k in chosen
+    ]
+    return qs
+
+
+def _the(attrs: tuple) -> str:
+    return "the " + " ".join(w for w in attrs if w)
+
+
+def _spatial_questions(scene: Scene, rng: np.random.Generator) -> list[QA]:
+    qs = []
+    for a, rel, b in relation_facts(scene):
+        qs.append(QA(f"is {_the(a)} {RELATION_WORDS[rel]} {_the(b)}?", "yes", "spatial"))
+        if rng.integers(2):  # a "no" for every "yes", phrased either by swapping objects or the relation
+            qs.append(QA(f"is {_the(b)} {RELATION_WORDS[rel]} {_the(a)}?", "no", "spatial"))
+        else:
+            qs.append(QA(f"is {_the(a)} {RELATION_WORDS[OPPOSITE[rel]]} {_the(b)}?", "no", "spatial"))
+    return qs
+
+
+def questions(scene: Scene, rng: np.random.Generator | None = None) -> list[QA]:
+    """All questions about ``scene`` with their answers, in kind order.
+
+    Args:
+        rng: chooses the absent colours/shapes/pairs asked about and the phrasing of "no" questions;
+            by default it is seeded from the scene content, so the result is a function of the scene.
+    """
+    rng = rng if rng is not None else np.random.default_rng(scene.fingerprint())
+    return (
+        _count_questions(scene, rng)
+        + _attribute_questions(scene)
+        + _exists_questions(scene, rng)
+        + _spatial_questions(scene, rng)
+    )
+
+
+# (size, color, shape) subsets tried for each object, most natural first.
+_ATTRIBUTE_SUBSETS = (
+    ("color", "shape"),
+    ("shape",),
+    ("size", "shape"),
+    ("color",),
+    ("size", "color", "shape"),
+    ("size", "color"),
+    ("size",),
+)
+
+
+def _attribute_expressions(scene: Scene, obj: ShapeObject) -> list[str]:
+    out = []
+    for subset in _ATTRIBUTE_SUBSETS:
+        attrs = {name: getattr(obj, name) for name in subset}
+        if scene.count(**attrs) == 1:
+            words = [attrs.get("size"), attrs.get("color"), attrs.get("shape", "shape")]
+            out.append(_the(tuple(words)))
+    return out
+
+
+def _extreme_expression(scene: Scene, key, lowest: bool, names: tuple[str, str]) -> tuple[str, Box] | None:
+    """'the shape on the left' when one object is clearly beyond all others along ``key``."""
+    ordered = sorted(scene.objects, key=key, reverse=not lowest)
+    first, second = ordered[0], ordered[1]
+    if abs(key(first) - key(second)) <= RELATION_MARGIN:
+        return None
+    return (names[0] if len(scene) == 2 else names[1]), first.bbox
+
+
+def referring_expressions(scene: Scene) -> list[tuple[str, Box]]:
+    """(expression, bbox) pairs; each expression identifies exactly one object of the scene."""
+    out = [(expr, o.bbox) for o in scene.objects for expr in _attribute_expressions(scene, o)]
+    if len(scene) == 1:
+        return [("the shape", scene.objects[0].bbox), *out]
+    extremes = (
+        (lambda o: o.cx, True, ("the shape on the left", "the leftmost shape")),
+        (lambda o: o.cx, False, ("the shape on the right", "the rightmost shape")),
+        (lambda o: o.cy, True, ("the shape at the top", "the topmost shape")),
+        (lambda o: o.cy, False, ("the shape at the bottom", "the bottommost shape")),
+    )
+    for key, lowest, names in extremes:
+        found = _extreme_expression(scene, key, lowest, names)
+        if found is not None:
+            out.append(found)
+    return out

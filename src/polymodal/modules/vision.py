@@ -1,0 +1,104 @@
+"""Vision encoders: ``image_to_patches`` and a ViT with the common encoder interface.
+
+Encoder interface (shared by every tower): ``width`` (size of pooled output), ``forward_features(x)``
+returns tokens (B, T, width) and ``forward(x)`` returns pooled features (B, width).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from polymodal.config import ConfigError
+from polymodal.modules.layers import Transformer, init_weights
+
+
+def image_to_patches(images: Tensor, patch_size: int) -> Tensor:
+    """Cut (B, C, H, W) images into flattened non-overlapping patches (B, N, C*p*p).
+
+    Patches are ordered row-major and each is flattened in (C, p, p) order, which is the layout of a
+    ``Conv2d(C, D, p, stride=p)`` weight reshaped to (D, C*p*p), so conv patch embeddings convert exactly.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"images must be (batch, channels, height, width), got shape {tuple(images.shape)}")
+    b, c, h, w = images.shape
+    p = patch_size
+    if h % p or w % p:
+        raise ValueError(f"image size {h}x{w} is not divisible by patch size {p}")
+    x = images.reshape(b, c, h // p, p, w // p, p)  # (B, C, gh, p, gw, p)
+    x = x.permute(0, 2, 4, 1, 3, 5)  # (B, gh, gw, C, p, p)
+    return x.reshape(b, (h // p) * (w // p), c * p * p)
+
+
+@dataclass
+class ViTConfig:
+    type: str = "vit"  # registry key of the encoder builder
+    image_size: int = 64  # input height and width in pixels
+    patch_size: int = 8  # square patch side; image_size must be a multiple
+    channels: int = 3  # input channels
+    width: int = 128  # token width
+    depth: int = 6  # transformer blocks
+    heads: int = 4  # attention heads
+    mlp_ratio: float = 4.0  # MLP hidden size / width
+    dropout: float = 0.0  # dropout in attention and MLP
+    act: str = "gelu"  # gelu | gelu_tanh | quick_gelu
+    pool: str = "cls"  # cls (class token) | mean (mean of patch tokens)
+    pre_norm: bool = False  # LayerNorm before the blocks (OpenAI CLIP has one)
+    patch_bias: bool = True  # bias on the patch embedding
+    norm_eps: float = 1e-5  # LayerNorm epsilon
+
+    def validate(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ConfigError(f"ViTConfig: image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.width % self.heads:
+            raise ConfigError(f"ViTConfig: width {self.width} is not divisible by heads {self.heads}")
+        if self.pool not in ("cls", "mean"):
+            raise ConfigError(f"ViTConfig: pool must be 'cls' or 'mean', got {self.pool!r}")
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+class VisionTransformer(nn.Module):
+    """ViT: linear patch embedding, class token, learned positions, pre-norm blocks, final norm."""
+
+    def __init__(self, config: ViTConfig):
+        super().__init__()
+        config.validate()
+        self.config, self.width = config, config.width
+        patch_dim = config.channels * config.patch_size**2
+        self.patch_embed = nn.Linear(patch_dim, config.width, bias=config.patch_bias)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.width))
+        self.pos_embed = nn.Parameter(torch.zeros(1, config.num_patches + 1, config.width))
+        self.norm_pre = nn.LayerNorm(config.width, eps=config.norm_eps) if config.pre_norm else nn.Identity()
+        self.blocks = Transformer(config.width, config.depth, config.heads, config.mlp_ratio, config.dropout,
+                                  config.act, config.norm_eps)
+        self.norm = nn.LayerNorm(config.width, eps=config.norm_eps)
+        init_weights(self)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+    def _check_input(self, images: Tensor) -> None:
+        c, s = self.config.channels, self.config.image_size
+        if images.dim() != 4 or tuple(images.shape[1:]) != (c, s, s):
+            raise ValueError(
+                f"expected images of shape (batch, {c}, {s}, {s}), got {tuple(images.shape)}; "
+                "use the model's image processor to resize and normalise"
+            )
+
+    def forward_features(self, images: Tensor) -> Tensor:
+        """Tokens after the final norm: (B, 1 + N, width), the class token first."""
+        self._check_input(images)
+        x = self.patch_embed(image_to_patches(images, self.config.patch_size))  # (B, N, W)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        return self.norm(self.blocks(self.norm_pre(x)))
+
+    def pool(self, tokens: Tensor) -> Tensor:
+        """Pooled features (B, width) from ``forward_features`` tokens."""
+        return tokens[:, 0] if self.config.pool == "cls" else tokens[:, 1:].mean(dim=1)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.pool(self.forward_features(images))

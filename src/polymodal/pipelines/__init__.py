@@ -1,0 +1,25 @@
+"""Pipelines: a model plus its processors, with the task methods users call (embed, classify, ...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from polymodal.registry import ModelSpec
+
+
+def pipeline_for(spec: ModelSpec, model, folder: Path | None, device: str = "cpu", tokenizer=None):
+    """Wrap ``model`` in the pipeline of its architecture, loading the tokenizer from ``folder`` if not given."""
+    from polymodal.config import from_dict
+    from polymodal.data.images import ImageProcessor, ImageProcessorConfig
+    from polymodal.data.tokenizer import TextTokenizer
+
+    if spec.architecture != "dual_encoder":
+        raise ValueError(f"no pipeline for architecture {spec.architecture!r}")
+    from polymodal.pipelines.dual_encoder import DualEncoderPipeline
+
+    if tokenizer is None:
+        if folder is None:
+            raise ValueError("a tokenizer or a folder holding tokenizer.json is needed")
+        tokenizer = TextTokenizer.load(folder)
+    processor = ImageProcessor(from_dict(ImageProcessorConfig, spec.image_processor))
+    return DualEncoderPipeline(model, tokenizer, processor, spec, device=device)

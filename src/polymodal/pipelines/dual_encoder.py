@@ -1,0 +1,111 @@
+"""The user-facing dual encoder: a model with its tokenizer and image processor.
+
+``embed_text``/``embed_image`` return L2-normalised float32 NumPy arrays; ``classify`` does zero-shot
+classification with prompt ensembles.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from polymodal.registry import ModelSpec
+
+DEFAULT_TEMPLATES = ("a photo of a {}.", "{}")
+
+
+def _batches(items: Sequence[Any], size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class DualEncoderPipeline:
+    """A loaded dual encoder (CLIP/SigLIP style) ready for embedding, search and zero-shot classification."""
+
+    def __init__(self, model, tokenizer, image_processor, spec: ModelSpec, device: str = "cpu"):
+        self.model = model.to(device).eval()
+        self.tokenizer, self.image_processor, self.spec, self.device = tokenizer, image_processor, spec, device
+        self.source = spec.name  # how to load this model again: a bundled name or a folder path (set by load)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def context_length(self) -> int:
+        return self.model.text_encoder.config.context_length
+
+    @property
+    def embed_dim(self) -> int:
+        return self.model.embed_dim
+
+    @torch.inference_mode()
+    def embed_text(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """Embed texts -> (N, D) float32, L2-normalised."""
+        if isinstance(texts, str):
+            raise TypeError("embed_text takes a list of strings; wrap a single text in a list")
+        out = [np.zeros((0, self.embed_dim), np.float32)]
+        for chunk in _batches(list(texts), batch_size):
+            ids, mask = self.tokenizer(list(chunk), context_length=self.context_length)
+            out.append(self.model.encode_text(ids.to(self.device), mask.to(self.device)).float().cpu().numpy())
+        return np.concatenate(out)
+
+    @torch.inference_mode()
+    def embed_image(self, images: Sequence[Any], batch_size: int = 64) -> np.ndarray:
+        """Embed PIL images, paths, bytes or arrays -> (N, D) float32, L2-normalised.
+
+        A file that is not a readable image raises ``ImageLoadError`` naming it.
+        """
+        from polymodal.data.images import load_image
+
+        if isinstance(images, str | os.PathLike | bytes):
+            raise TypeError("embed_image takes a list of images or paths; wrap a single one in a list")
+        out = [np.zeros((0, self.embed_dim), np.float32)]
+        for chunk in _batches(list(images), batch_size):
+            pixels = self.image_processor([load_image(x) for x in chunk]).to(self.device)
+            out.append(self.model.encode_image(pixels).float().cpu().numpy())
+        return np.concatenate(out)
+
+    def text_classifier(self, labels: Sequence[str], templates: Sequence[str] | None = None) -> np.ndarray:
+        """(C, D) class embeddings: each label's prompts embedded, averaged and re-normalised."""
+        from polymodal.eval.zeroshot import build_classifier
+
+        return build_classifier(self.embed_text, list(labels), list(templates or DEFAULT_TEMPLATES))
+
+    def classify(self, images: Sequence[Any], labels: Sequence[str],
+                 templates: Sequence[str] | None = None) -> list[dict[str, float]]:
+        """Zero-shot classification: one {label: probability} dict per image, labels in the given order."""
+        if len(labels) < 2 or len(set(labels)) != len(labels):
+            raise ValueError("classify needs at least two distinct labels")
+        from polymodal.eval.zeroshot import zeroshot_predict
+
+        probs = zeroshot_predict(self.embed_image(images), self.text_classifier(labels, templates),
+                                 logit_scale=float(self.model.scale()))
+        return [dict(zip(labels, map(float, row), strict=True)) for row in probs]
+
+    def current_spec(self) -> ModelSpec:
+        """The spec with each tower's live config (a Hugging Face tower records its config on first build)."""
+        from dataclasses import replace
+
+        from polymodal.config import to_dict
+
+        model = dict(self.spec.model, image=to_dict(self.model.image_encoder.config),
+                     text=to_dict(self.model.text_encoder.config))
+        return replace(self.spec, model=model)
+
+    def save(self, path: str | os.PathLike, dtype: Any = None) -> Path:
+        """Write this model as a folder: config.json, model.safetensors, tokenizer files."""
+        from polymodal.config import save_json
+        from polymodal.hub import CONFIG_FILE, WEIGHTS_FILE, save_weights, spec_to_json, write_folder
+
+        def write(folder: Path) -> None:
+            save_json(spec_to_json(self.current_spec()), folder / CONFIG_FILE)
+            save_weights(self.model, folder / WEIGHTS_FILE, dtype=dtype)
+            self.tokenizer.save(folder)
+
+        return write_folder(path, write)

@@ -1,0 +1,156 @@
+"""Recipes: one JSON file says how a model is trained (architecture, tokenizer, data, optimisation, evals).
+
+``polymodal train --recipe tiny-clip`` reads ``polymodal/recipes/tiny-clip.json``, trains in ``runs/tiny-clip``
+(resuming if a checkpoint is there), saves the model folder to ``runs/tiny-clip/model`` and its
+evaluation to ``runs/tiny-clip/eval.json``. The same command runs under ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from polymodal.config import ConfigError, apply_overrides, from_dict, load_json, to_dict
+from polymodal.train.loop import TrainConfig
+
+RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+@dataclass
+class TokenizerRecipe:
+    path: str = ""  # an existing tokenizer folder/file, or "minilm"; empty = train a BPE on world text
+    vocab_size: int = 1024  # BPE vocabulary size when training one
+    corpus_size: int = 20000  # world sentences to train the BPE on
+    seed: int = 0  # seed of the world corpus
+
+
+@dataclass
+class Recipe:
+    name: str = ""  # run and model name
+    description: str = ""  # one line for the model card
+    model: str = "tiny-clip"  # architecture name (model_configs/<model>.json)
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # nested overrides of the model config
+    tokenizer: TokenizerRecipe = field(default_factory=TokenizerRecipe)  # how to get the tokenizer
+    data: dict[str, Any] = field(default_factory=dict)  # polymodal.data.contrastive.ContrastiveDataConfig
+    batch_size: int = 128  # pairs per micro-batch per rank
+    train: TrainConfig = field(default_factory=TrainConfig)  # optimisation
+    eval_tasks: list[str] = field(default_factory=list)  # tasks run on the final model (polymodal.eval.tasks)
+    eval_n: int = 0  # samples per eval task during training (0 = no eval during training)
+
+    def data_config(self):
+        from polymodal.data.contrastive import ContrastiveDataConfig
+
+        return from_dict(ContrastiveDataConfig, self.data, where=f"recipe {self.name}: data")
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.json"))
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe by bundled name or path, apply ``--set`` overrides and validate every section."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = RECIPE_DIR / f"{name_or_path}.json"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no recipe {name_or_path!r}: not a file, nor one of {', '.join(recipe_names())}"
+            )
+    data = apply_overrides(load_json(path), overrides or [])
+    data.setdefault("name", path.stem)
+    recipe = from_dict(Recipe, data, where=f"recipe {path.name}")
+    recipe.data_config()
+    from polymodal.eval.tasks import TASKS
+
+    unknown = [t for t in recipe.eval_tasks if t not in TASKS]
+    if unknown:
+        raise ConfigError(f"recipe {recipe.name}: unknown eval tasks {unknown}; known: {', '.join(TASKS)}")
+    return recipe
+
+
+def build_tokenizer(recipe: TokenizerRecipe):
+    """Load the recipe's tokenizer, or train the BPE on world text (deterministic for a given seed)."""
+    from polymodal.data.tokenizer import TextTokenizer, world_corpus
+    from polymodal.modules.text import minilm_path
+
+    if recipe.path:
+        return TextTokenizer.load(minilm_path() if recipe.path == "minilm" else recipe.path)
+    return TextTokenizer.train_bpe(
+        world_corpus(recipe.corpus_size, seed=recipe.seed), vocab_size=recipe.vocab_size
+    )
+
+
+def build_pipeline(recipe: Recipe, model, tokenizer):
+    """Wrap a (being-)trained model into its pipeline, named after the recipe."""
+    from polymodal.pipelines import pipeline_for
+    from polymodal.registry import get_spec
+
+    spec = replace(
+        get_spec(recipe.model, **recipe.model_overrides),
+        name=recipe.name,
+        description=recipe.description or get_spec(recipe.model).description,
+    )
+    return pipeline_for(spec, model, None, device="cpu", tokenizer=tokenizer)
+
+
+def _flat_numbers(result: dict[str, Any]) -> dict[str, float]:
+    return {f"{result['task']}/{k}": v for k, v in result["metrics"].items() if isinstance(v, int | float)}
+
+
+def make_eval_fn(recipe: Recipe, tokenizer):
+    """An eval callback for the trainer: the recipe's tasks on ``eval_n`` samples each."""
+    from polymodal.eval.tasks import run_task
+
+    def evaluate(model) -> dict[str, float]:
+        was_training = model.training
+        pipeline = build_pipeline(recipe, model, tokenizer)
+        out: dict[str, float] = {}
+        for task in recipe.eval_tasks:
+            out |= _flat_numbers(run_task(pipeline, task, n=recipe.eval_n))
+        model.train(was_training)
+        return out
+
+    return evaluate
+
+
+def run_recipe(recipe: Recipe, out_dir: str | Path) -> dict[str, Any]:
+    """Train, save the model folder and evaluate it; returns the trainer summary plus eval results."""
+    import torch
+
+    from polymodal.data.contrastive import ContrastiveBatches
+    from polymodal.data.images import ImageProcessor, ImageProcessorConfig
+    from polymodal.models.dual_encoder import contrastive_loss
+    from polymodal.registry import create_model, get_spec
+    from polymodal.train.distributed import is_main
+    from polymodal.train.loop import Trainer
+
+    out_dir = Path(out_dir)
+    tokenizer = build_tokenizer(recipe.tokenizer)
+    torch.manual_seed(recipe.train.seed)  # identical initial weights on every rank
+    model = create_model(recipe.model, **recipe.model_overrides)
+    vocab = getattr(model.text_encoder.config, "vocab_size", None)
+    if vocab is not None and tokenizer.vocab_size > vocab:
+        raise ConfigError(f"tokenizer has {tokenizer.vocab_size} tokens but the model embeds only {vocab}")
+    spec = get_spec(recipe.model, **recipe.model_overrides)
+    processor = ImageProcessor(from_dict(ImageProcessorConfig, spec.image_processor))
+    batches = ContrastiveBatches(recipe.data_config(), processor, tokenizer, recipe.batch_size)
+    train_cfg = replace(recipe.train, batch_size=recipe.batch_size)
+    eval_fn = make_eval_fn(recipe, tokenizer) if recipe.eval_n and recipe.eval_tasks else None
+    summary = Trainer(model, contrastive_loss, batches.batch, train_cfg, out_dir, eval_fn=eval_fn).fit()
+    if not is_main():
+        return summary
+    pipeline = build_pipeline(recipe, model.float().eval(), tokenizer)
+    (out_dir / "recipe.json").write_text(json.dumps(to_dict(recipe), indent=2) + "\n")
+    pipeline.save(out_dir / "model")
+    return summary | {"model_dir": str(out_dir / "model"), "eval": evaluate_model(pipeline, recipe, out_dir)}
+
+
+def evaluate_model(pipeline, recipe: Recipe, out_dir: Path) -> list[dict[str, Any]]:
+    """Run the recipe's eval tasks in full and write ``eval.json``."""
+    from polymodal.eval.tasks import run_task
+
+    results = [run_task(pipeline, task) for task in recipe.eval_tasks]
+    (out_dir / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
