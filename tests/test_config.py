@@ -40,7 +40,7 @@ def test_wrong_type_is_explained():
 
 
 def test_dotted_overrides():
-    data = apply_overrides(to_dict(Outer()), ["inner.lr=3e-4", "name=run1", "tags=[\"a\",\"b\"]", "note=null"])
+    data = apply_overrides(to_dict(Outer()), ["inner.lr=3e-4", "name=run1", 'tags=["a","b"]', "note=null"])
     cfg = from_dict(Outer, data)
     assert cfg.inner.lr == 3e-4 and cfg.name == "run1" and cfg.tags == ["a", "b"] and cfg.note is None
     with pytest.raises(ConfigError, match="key.path=value"):

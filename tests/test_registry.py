@@ -6,8 +6,10 @@ from polymodal.config import ConfigError
 from polymodal.models.dual_encoder import contrastive_loss
 from polymodal.registry import build_encoder, get_spec
 
-TINY = {"image": {"image_size": 16, "patch_size": 8, "width": 32, "depth": 1, "heads": 2},
-        "text": {"width": 32, "depth": 1, "heads": 2}}
+TINY = {
+    "image": {"image_size": 16, "patch_size": 8, "width": 32, "depth": 1, "heads": 2},
+    "text": {"width": 32, "depth": 1, "heads": 2},
+}
 
 
 def tiny_overrides(name):
@@ -27,7 +29,9 @@ def test_every_architecture_trains_one_step(name):
     batch = {
         "images": torch.randn(4, 3, 16, 16),
         "input_ids": torch.randint(1, vocab, (4, 7)),
-        "attention_mask": torch.tensor([[1] * 7, [1] * 5 + [0] * 2, [1] * 3 + [0] * 4, [1] * 7], dtype=torch.bool),
+        "attention_mask": torch.tensor(
+            [[1] * 7, [1] * 5 + [0] * 2, [1] * 3 + [0] * 4, [1] * 7], dtype=torch.bool
+        ),
         "groups": torch.tensor([0, 1, 2, 0]),
     }
     out = contrastive_loss(model, batch)

@@ -56,9 +56,13 @@ def list_models_cmd() -> None:
 
 @app.command()
 def train(
-    recipe: Annotated[str, typer.Option(help="Recipe name (see polymodal/recipes) or path to a recipe JSON.")],
+    recipe: Annotated[
+        str, typer.Option(help="Recipe name (see polymodal/recipes) or path to a recipe JSON.")
+    ],
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<recipe>).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Dotted override, e.g. train.lr=3e-4.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Dotted override, e.g. train.lr=3e-4.")
+    ] = None,
 ) -> None:
     """Train from a recipe; resumes from the run folder's latest checkpoint. Works under torchrun."""
     from polymodal.config import ConfigError
@@ -144,8 +148,12 @@ def index(
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="Text query, or an image path with --image.")],
-    index_dir: Annotated[Path, typer.Option("--index", help="Index folder from `polymodal index`.")] = Path("index"),
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Default: the model the index was built with.")] = None,
+    index_dir: Annotated[Path, typer.Option("--index", help="Index folder from `polymodal index`.")] = Path(
+        "index"
+    ),
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Default: the model the index was built with.")
+    ] = None,
     k: Annotated[int, typer.Option("-k", help="Results to show.")] = 5,
     image: Annotated[bool, typer.Option("--image", help="The query is an image file.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -173,7 +181,9 @@ def classify(
     images: Annotated[list[Path], typer.Argument(help="Image files.")],
     labels: Annotated[str, typer.Option(help="Comma-separated candidate labels.")],
     model: ModelOpt = "tiny-clip",
-    template: Annotated[list[str] | None, typer.Option(help="Prompt template(s) with {}; repeat to ensemble.")] = None,
+    template: Annotated[
+        list[str] | None, typer.Option(help="Prompt template(s) with {}; repeat to ensemble.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Zero-shot classify images among the given labels."""
@@ -194,8 +204,35 @@ def classify(
 
 
 @app.command()
+def export(
+    src: Annotated[str, typer.Argument(help="Model folder or bundled name.")],
+    dst: Annotated[Path, typer.Argument(help="Folder to write.")],
+    dtype: Annotated[str, typer.Option(help="float32 | float16 | bfloat16 weights.")] = "float32",
+) -> None:
+    """Re-save a model folder, e.g. with fp16 weights to ship it (its model card is kept)."""
+    import shutil
+
+    import torch
+
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if dtype not in dtypes:
+        fail(f"dtype must be one of {', '.join(dtypes)}")
+    pipeline = _load(src)
+    pipeline.save(dst, dtype=dtypes[dtype])
+    from polymodal.hub import resolve
+
+    card = resolve(src) / "README.md"
+    if card.is_file():
+        shutil.copyfile(card, dst / "README.md")
+    size = sum(f.stat().st_size for f in dst.iterdir()) / 1e6
+    typer.echo(f"wrote {dst} ({dtype} weights, {size:.1f} MB)")
+
+
+@app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for the gallery, index and contact sheets.")] = Path("demo_out"),
+    out: Annotated[Path, typer.Option(help="Folder for the gallery, index and contact sheets.")] = Path(
+        "demo_out"
+    ),
     model: ModelOpt = "tiny-clip",
     gallery_size: Annotated[int, typer.Option(help="Images to generate and index.")] = 300,
 ) -> None:

@@ -27,8 +27,10 @@ class Query:
 
 def _has(color: str | None = None, shape: str | None = None) -> Callable[[dict[str, Any]], bool]:
     def match(item: dict[str, Any]) -> bool:
-        return any((color is None or o["color"] == color) and (shape is None or o["shape"] == shape)
-                   for o in item.get("objects", []))
+        return any(
+            (color is None or o["color"] == color) and (shape is None or o["shape"] == shape)
+            for o in item.get("objects", [])
+        )
 
     return match
 
@@ -90,10 +92,14 @@ def _search_table(pipeline, index, truth, console: Console, k: int = 5):
         good = sum(query.relevant(truth[n]) for n in names)
         total = sum(query.relevant(item) for item in truth.values())
         precisions.append(good / min(k, total) if total else 1.0)
-        table.add_row(query.text, truth[names[0]]["caption"], f"{hits[0].score:.3f}", f"{good}/{k}", str(total))
+        table.add_row(
+            query.text, truth[names[0]]["caption"], f"{hits[0].score:.3f}", f"{good}/{k}", str(total)
+        )
         marks = ["✓" if query.relevant(truth[n]) else "✗" for n in names]
-        cells = [(Image.open(h.metadata["path"]).convert("RGB"), f"{m} {h.score:.2f}")
-                 for h, m in zip(hits, marks, strict=True)]
+        cells = [
+            (Image.open(h.metadata["path"]).convert("RGB"), f"{m} {h.score:.2f}")
+            for h, m in zip(hits, marks, strict=True)
+        ]
         rows.append((query.text, cells))
     console.print(table)
     return rows, sum(precisions) / len(precisions)
@@ -113,7 +119,9 @@ def _classify_table(pipeline, gallery: Path, truth, console: Console) -> float:
         (singles, list(COLORS), lambda t: t["objects"][0]["color"]),
     ):
         templates = ["a handwritten digit {}"] if labels[0] == "0" else ["a {} shape", "a {} object"]
-        for name, probs in zip(names, pipeline.classify([gallery / n for n in names], labels, templates), strict=True):
+        for name, probs in zip(
+            names, pipeline.classify([gallery / n for n in names], labels, templates), strict=True
+        ):
             best = max(probs, key=probs.get)
             correct += best == answer(truth[name])
             shown = "digits 0-9" if labels[0] == "0" else "colours"
@@ -141,11 +149,18 @@ def run_demo(pipeline, out: str | Path, gallery_size: int = 300) -> dict[str, An
     from PIL import Image
 
     names = sorted(truth)[:32]
-    image_grid([Image.open(gallery / n).convert("RGB") for n in names], [n[:-4] for n in names], cols=8,
-               title="a sample of the gallery", path=out / "gallery_overview.png")
+    image_grid(
+        [Image.open(gallery / n).convert("RGB") for n in names],
+        [n[:-4] for n in names],
+        cols=8,
+        title="a sample of the gallery",
+        path=out / "gallery_overview.png",
+    )
     accuracy = _classify_table(pipeline, gallery, truth, console)
     elapsed = time.perf_counter() - t0
-    console.print(f"mean precision@5 over {len(QUERIES)} queries: {precision:.2f} · "
-                  f"zero-shot accuracy on the shown images: {accuracy:.2f} · {elapsed:.1f} s")
+    console.print(
+        f"mean precision@5 over {len(QUERIES)} queries: {precision:.2f} · "
+        f"zero-shot accuracy on the shown images: {accuracy:.2f} · {elapsed:.1f} s"
+    )
     console.print(f"contact sheet: {sheet}   gallery overview: {out / 'gallery_overview.png'}")
     return {"precision_at_5": precision, "classify_accuracy": accuracy, "seconds": elapsed}

@@ -36,7 +36,9 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / CONFIG_FILE).is_file():
-            raise ModelNotFoundError(f"{path} is a folder but has no {CONFIG_FILE}: it is not a polymodal model folder")
+            raise ModelNotFoundError(
+                f"{path} is a folder but has no {CONFIG_FILE}: it is not a polymodal model folder"
+            )
         return path
     bundled = PRETRAINED_DIR / str(name_or_path)
     if (bundled / CONFIG_FILE).is_file():
@@ -80,8 +82,11 @@ def load_weights(model, file: Path) -> None:
         raise ValueError(f"cannot read {file}: it is not a valid safetensors file ({e})") from None
     expected = model.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    bad_shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-                  for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    bad_shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or unexpected or bad_shapes:
         raise ValueError(
             f"weights in {file} do not fit the model built from its config: missing {missing[:10]}, "

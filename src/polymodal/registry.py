@@ -26,7 +26,10 @@ ENCODERS: dict[str, tuple[str, str]] = {
     "hf_text": ("polymodal.modules.text:HFTextConfig", "polymodal.modules.text:HFTextEncoder"),
 }
 ARCHITECTURES: dict[str, tuple[str, str]] = {
-    "dual_encoder": ("polymodal.models.dual_encoder:DualEncoderConfig", "polymodal.models.dual_encoder:DualEncoder"),
+    "dual_encoder": (
+        "polymodal.models.dual_encoder:DualEncoderConfig",
+        "polymodal.models.dual_encoder:DualEncoder",
+    ),
 }
 
 
@@ -62,7 +65,9 @@ class ModelSpec:
 
     architecture: str = "dual_encoder"  # a key of ARCHITECTURES
     model: dict[str, Any] = field(default_factory=dict)  # the architecture's config, as a dict
-    image_processor: dict[str, Any] = field(default_factory=dict)  # polymodal.data.images.ImageProcessorConfig
+    image_processor: dict[str, Any] = field(
+        default_factory=dict
+    )  # polymodal.data.images.ImageProcessorConfig
     name: str = ""  # the architecture's or model's name
     description: str = ""  # one line for list-models
 
@@ -74,7 +79,9 @@ class ModelSpec:
         self.model_config()  # parse now so bad keys surface when the spec is read
 
     def model_config(self) -> Any:
-        return from_dict(_import(ARCHITECTURES[self.architecture][0]), self.model, where=f"{self.name or 'model'}")
+        return from_dict(
+            _import(ARCHITECTURES[self.architecture][0]), self.model, where=f"{self.name or 'model'}"
+        )
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -7,8 +7,9 @@ from pathlib import Path
 from polymodal.index import EmbeddingIndex, Hit
 
 
-def build_folder_index(pipeline, folder: str | Path, out: str | Path, kind: str = "flat",
-                       batch_size: int = 64) -> str:
+def build_folder_index(
+    pipeline, folder: str | Path, out: str | Path, kind: str = "flat", batch_size: int = 64
+) -> str:
     """Embed every decodable image under ``folder`` and save an index at ``out``.
 
     Corrupt or non-image files are skipped and named in the returned report, never a crash.
@@ -20,8 +21,10 @@ def build_folder_index(pipeline, folder: str | Path, out: str | Path, kind: str 
     index.model_name = pipeline.source
     for start in range(0, len(images), batch_size):
         chunk = range(start, min(start + batch_size, len(images)))
-        index.add(pipeline.embed_image([images.load(i) for i in chunk]),
-                  [{"path": str(images[i].path), "caption": images[i].caption} for i in chunk])
+        index.add(
+            pipeline.embed_image([images.load(i) for i in chunk]),
+            [{"path": str(images[i].path), "caption": images[i].caption} for i in chunk],
+        )
     if len(index) == 0:
         return images.report() + "; nothing to index"
     index.save(out)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from polymodal.config import ConfigError, from_dict
-from polymodal.data.contrastive import ContrastiveBatches, ContrastiveDataConfig, DigitsPairs, group_ids
+from polymodal.data.contrastive import ContrastiveBatches, ContrastiveDataConfig, DigitsPairs, group_keys
 from polymodal.data.images import ImageProcessor, ImageProcessorConfig
 from polymodal.data.worlds.digits import DigitsWorld
 
@@ -28,7 +28,7 @@ def test_documented_shapes_and_dtypes(tokenizer):
     t = batch["input_ids"].shape[1]
     assert batch["images"].shape == (8, 3, 32, 32) and batch["images"].dtype == torch.float32
     assert batch["input_ids"].dtype == torch.long and batch["attention_mask"].dtype == torch.bool
-    assert batch["groups"].shape == (8,) and batch["groups"].dtype == torch.long
+    assert batch["groups"].shape == (8, 2) and batch["groups"].dtype == torch.long
     assert t <= 16 and batch["neg_input_ids"].shape == (8, t) and batch["neg_attention_mask"].shape == (8, t)
     assert batch["neg_valid"].dtype == torch.bool and batch["neg_valid"].all()
     assert not (batch["neg_input_ids"] == batch["input_ids"]).all(dim=1).any()  # negatives differ
@@ -39,15 +39,18 @@ def test_groups_are_equal_exactly_for_same_digit(tokenizer):
     batches = make(tokenizer, batch_size=24, sources={"digits": 1.0}, augment=False)
     source = batches.sources["digits"]
     labels = torch.tensor([source.sample(3 * 24 + pos).label for pos in range(24)])
-    groups = batches.batch(3)["groups"]
+    groups = batches.batch(3)["groups"][:, 0]
     assert torch.equal(labels[:, None] == labels[None, :], groups[:, None] == groups[None, :])
 
 
-def test_group_ids_merge_identical_texts():
-    ids = group_ids(
+def test_group_keys_are_stable_and_mark_identical_texts():
+    keys = group_keys(
         ["shapes:1", "shapes:2", "digit:3", "digit:3"], ["two shapes", "two shapes", "a 3", "the 3"]
     )
-    assert ids.tolist() == [0, 0, 1, 1]
+    assert keys[0, 1] == keys[1, 1] and keys[0, 0] != keys[1, 0]  # same text, different scenes
+    assert keys[2, 0] == keys[3, 0] and keys[2, 1] != keys[3, 1]  # same digit, different phrasing
+    # the same strings hash the same in any process (so keys gathered across ranks agree)
+    assert keys[2, 0].item() == group_keys(["digit:3"], ["x"])[0, 0].item() == 826377407735235757
 
 
 def test_digits_stream_visits_each_sample_once_per_epoch():

@@ -3,7 +3,7 @@ import torch
 
 from polymodal.models.dual_encoder import DualEncoder, DualEncoderConfig, contrastive_loss
 from polymodal.modules.text import TextConfig, TextTransformer
-from polymodal.modules.vision import ViTConfig, VisionTransformer
+from polymodal.modules.vision import VisionTransformer, ViTConfig
 
 
 def tiny(loss="infonce"):
@@ -15,11 +15,17 @@ def tiny(loss="infonce"):
 
 def batch(n=4, negatives=False):
     g = torch.Generator().manual_seed(1)
-    out = {"images": torch.randn(n, 3, 16, 16, generator=g), "input_ids": torch.randint(1, 50, (n, 6), generator=g),
-           "attention_mask": torch.ones(n, 6, dtype=torch.bool)}
+    out = {
+        "images": torch.randn(n, 3, 16, 16, generator=g),
+        "input_ids": torch.randint(1, 50, (n, 6), generator=g),
+        "attention_mask": torch.ones(n, 6, dtype=torch.bool),
+    }
     if negatives:
-        out |= {"neg_input_ids": torch.randint(1, 50, (n, 5), generator=g),
-                "neg_attention_mask": torch.ones(n, 5, dtype=torch.bool), "neg_valid": torch.ones(n, dtype=torch.bool)}
+        out |= {
+            "neg_input_ids": torch.randint(1, 50, (n, 5), generator=g),
+            "neg_attention_mask": torch.ones(n, 5, dtype=torch.bool),
+            "neg_valid": torch.ones(n, dtype=torch.bool),
+        }
     return out
 
 

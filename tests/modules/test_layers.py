@@ -36,7 +36,9 @@ def test_padding_does_not_change_real_tokens():
     x = torch.randn(1, 4, 32)
     padded = torch.cat([x, torch.randn(1, 3, 32)], dim=1)
     keep = torch.tensor([[1, 1, 1, 1, 0, 0, 0]], dtype=torch.bool)
-    torch.testing.assert_close(net(padded, mask=padding_to_attn_mask(keep))[:, :4], net(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        net(padded, mask=padding_to_attn_mask(keep))[:, :4], net(x), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_cross_attention_shapes_and_errors():

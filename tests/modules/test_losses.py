@@ -6,7 +6,10 @@ from polymodal.modules.losses import infonce_loss, siglip_loss
 
 def features(n=6, d=8, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return (F.normalize(torch.randn(n, d, generator=g), dim=-1), F.normalize(torch.randn(n, d, generator=g), dim=-1))
+    return (
+        F.normalize(torch.randn(n, d, generator=g), dim=-1),
+        F.normalize(torch.randn(n, d, generator=g), dim=-1),
+    )
 
 
 def test_infonce_equals_clip_cross_entropy_without_groups():
@@ -26,7 +29,9 @@ def test_infonce_groups_do_not_push_same_class_pairs_apart():
     scale = torch.tensor(50.0)
     grads = []
     for g in (groups, None):
-        img = torch.stack([both, both, eye[2], eye[3]]).requires_grad_(True)  # ... images equally close to both
+        img = torch.stack([both, both, eye[2], eye[3]]).requires_grad_(
+            True
+        )  # ... images equally close to both
         infonce_loss(img, txt, scale, g).backward()
         grads.append(img.grad[:2].abs().max())
     assert grads[0] < 1e-6  # with groups the perfect solution is a minimum
@@ -39,7 +44,9 @@ def test_infonce_hard_negatives_raise_loss_and_can_be_masked():
     base = infonce_loss(img, txt, scale)
     hard = infonce_loss(img, txt, scale, negative_text_features=img.clone())
     assert hard > base
-    masked = infonce_loss(img, txt, scale, negative_text_features=img.clone(), negative_valid=torch.zeros(6, dtype=torch.bool))
+    masked = infonce_loss(
+        img, txt, scale, negative_text_features=img.clone(), negative_valid=torch.zeros(6, dtype=torch.bool)
+    )
     torch.testing.assert_close(masked, base)
 
 
@@ -57,3 +64,11 @@ def test_losses_have_gradients():
     img.requires_grad_(True)
     infonce_loss(img, txt, torch.tensor(5.0)).backward()
     assert img.grad is not None and img.grad.abs().sum() > 0
+
+
+def test_multi_column_group_keys_match_on_any_column():
+    from polymodal.modules.losses import positive_mask
+
+    keys = torch.tensor([[1, 10], [1, 11], [2, 11], [3, 12]])  # 0~1 by group, 1~2 by text
+    expected = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0], [0, 1, 1, 0], [0, 0, 0, 1]], dtype=torch.bool)
+    assert torch.equal(positive_mask(4, keys, torch.device("cpu")), expected)

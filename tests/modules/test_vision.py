@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from polymodal.config import ConfigError, from_dict
-from polymodal.modules.vision import ViTConfig, VisionTransformer, image_to_patches
+from polymodal.modules.vision import VisionTransformer, ViTConfig, image_to_patches
 
 
 def test_image_to_patches_matches_conv_patch_embedding():

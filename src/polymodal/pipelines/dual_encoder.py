@@ -29,7 +29,12 @@ class DualEncoderPipeline:
 
     def __init__(self, model, tokenizer, image_processor, spec: ModelSpec, device: str = "cpu"):
         self.model = model.to(device).eval()
-        self.tokenizer, self.image_processor, self.spec, self.device = tokenizer, image_processor, spec, device
+        self.tokenizer, self.image_processor, self.spec, self.device = (
+            tokenizer,
+            image_processor,
+            spec,
+            device,
+        )
         self.source = spec.name  # how to load this model again: a bundled name or a folder path (set by load)
 
     @property
@@ -52,7 +57,9 @@ class DualEncoderPipeline:
         out = [np.zeros((0, self.embed_dim), np.float32)]
         for chunk in _batches(list(texts), batch_size):
             ids, mask = self.tokenizer(list(chunk), context_length=self.context_length)
-            out.append(self.model.encode_text(ids.to(self.device), mask.to(self.device)).float().cpu().numpy())
+            out.append(
+                self.model.encode_text(ids.to(self.device), mask.to(self.device)).float().cpu().numpy()
+            )
         return np.concatenate(out)
 
     @torch.inference_mode()
@@ -77,15 +84,19 @@ class DualEncoderPipeline:
 
         return build_classifier(self.embed_text, list(labels), list(templates or DEFAULT_TEMPLATES))
 
-    def classify(self, images: Sequence[Any], labels: Sequence[str],
-                 templates: Sequence[str] | None = None) -> list[dict[str, float]]:
+    def classify(
+        self, images: Sequence[Any], labels: Sequence[str], templates: Sequence[str] | None = None
+    ) -> list[dict[str, float]]:
         """Zero-shot classification: one {label: probability} dict per image, labels in the given order."""
         if len(labels) < 2 or len(set(labels)) != len(labels):
             raise ValueError("classify needs at least two distinct labels")
         from polymodal.eval.zeroshot import zeroshot_predict
 
-        probs = zeroshot_predict(self.embed_image(images), self.text_classifier(labels, templates),
-                                 logit_scale=float(self.model.scale()))
+        probs = zeroshot_predict(
+            self.embed_image(images),
+            self.text_classifier(labels, templates),
+            logit_scale=float(self.model.scale().detach()),
+        )
         return [dict(zip(labels, map(float, row), strict=True)) for row in probs]
 
     def current_spec(self) -> ModelSpec:
@@ -94,8 +105,11 @@ class DualEncoderPipeline:
 
         from polymodal.config import to_dict
 
-        model = dict(self.spec.model, image=to_dict(self.model.image_encoder.config),
-                     text=to_dict(self.model.text_encoder.config))
+        model = dict(
+            self.spec.model,
+            image=to_dict(self.model.image_encoder.config),
+            text=to_dict(self.model.text_encoder.config),
+        )
         return replace(self.spec, model=model)
 
     def save(self, path: str | os.PathLike, dtype: Any = None) -> Path:

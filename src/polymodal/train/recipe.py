@@ -144,7 +144,22 @@ def run_recipe(recipe: Recipe, out_dir: str | Path) -> dict[str, Any]:
     pipeline = build_pipeline(recipe, model.float().eval(), tokenizer)
     (out_dir / "recipe.json").write_text(json.dumps(to_dict(recipe), indent=2) + "\n")
     pipeline.save(out_dir / "model")
-    return summary | {"model_dir": str(out_dir / "model"), "eval": evaluate_model(pipeline, recipe, out_dir)}
+    results = evaluate_model(pipeline, recipe, out_dir)
+    write_card(pipeline, recipe, results, summary, out_dir / "model")
+    return summary | {"model_dir": str(out_dir / "model"), "eval": results}
+
+
+def write_card(
+    pipeline, recipe: Recipe, results: list[dict[str, Any]], summary: dict[str, Any], folder: Path
+) -> None:
+    """Write the model card (README.md) of a trained model folder."""
+    from polymodal.train.card import model_card, write_model_card
+
+    parameters = sum(p.numel() for p in pipeline.model.parameters())
+    text = model_card(
+        recipe.name, recipe.description, recipe.name, pipeline.spec.description, parameters, results, summary
+    )
+    write_model_card(folder, text)
 
 
 def evaluate_model(pipeline, recipe: Recipe, out_dir: Path) -> list[dict[str, Any]]:

@@ -1,0 +1,8 @@
+from polymodal.demo import run_demo
+
+
+def test_demo_writes_pictures_and_reports(tiny_pipeline, tmp_path):
+    out = run_demo(tiny_pipeline, tmp_path / "demo", gallery_size=30)
+    assert 0.0 <= out["precision_at_5"] <= 1.0 and 0.0 <= out["classify_accuracy"] <= 1.0
+    for name in ("search_results.png", "gallery_overview.png", "index/index.faiss", "gallery/captions.jsonl"):
+        assert (tmp_path / "demo" / name).is_file()

@@ -1,0 +1,63 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import polymodal
+from polymodal.config import ConfigError
+from polymodal.hub import ModelNotFoundError
+
+
+def test_save_load_round_trip_gives_identical_embeddings(tiny_pipeline, tiny_model_dir):
+    loaded = polymodal.load(tiny_model_dir)
+    texts = ["a red circle", "the number three"]
+    np.testing.assert_array_equal(loaded.embed_text(texts), tiny_pipeline.embed_text(texts))
+    assert loaded.source == str(tiny_model_dir.resolve())
+    assert {p.name for p in tiny_model_dir.iterdir()} >= {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+    }
+
+
+def test_fp16_save_stays_close(tiny_pipeline, tmp_path):
+    folder = tiny_pipeline.save(tmp_path / "half", dtype=torch.float16)
+    loaded = polymodal.load(folder)
+    a, b = loaded.embed_text(["a blue star"]), tiny_pipeline.embed_text(["a blue star"])
+    assert float((a @ b.T)[0, 0]) > 0.999
+
+
+def test_missing_model_lists_bundled_and_explains_hub_ids(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="not a local folder nor a bundled model"):
+        polymodal.load("no-such-model")
+    with pytest.raises(ModelNotFoundError, match="Hugging Face hub id"):
+        polymodal.load("openai/clip-vit-base-patch32")
+    with pytest.raises(ModelNotFoundError, match="no config.json"):
+        polymodal.load(tmp_path)
+
+
+def test_corrupt_weights_and_unknown_config_keys_are_clear_errors(tiny_model_dir, tmp_path):
+    import shutil
+
+    broken = shutil.copytree(tiny_model_dir, tmp_path / "broken")
+    (broken / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match="not a valid safetensors file"):
+        polymodal.load(broken)
+    bad_cfg = shutil.copytree(tiny_model_dir, tmp_path / "badcfg")
+    data = json.loads((bad_cfg / "config.json").read_text())
+    data["model"]["image"]["widht"] = 3
+    (bad_cfg / "config.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="unknown key 'widht'"):
+        polymodal.load(bad_cfg)
+
+
+def test_weights_that_do_not_fit_list_the_keys(tiny_model_dir, tmp_path):
+    import shutil
+
+    other = shutil.copytree(tiny_model_dir, tmp_path / "other")
+    data = json.loads((other / "config.json").read_text())
+    data["model"]["image"]["depth"] = 2
+    (other / "config.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"missing \['image_encoder.blocks.blocks.1"):
+        polymodal.load(other)
