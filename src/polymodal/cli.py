@@ -73,7 +73,8 @@ def train(
     except (ConfigError, FileNotFoundError) as e:
         fail(str(e))
     summary = run_recipe(spec, out or Path("runs") / spec.name)
-    typer.echo(json.dumps(summary, indent=2))
+    if "model_dir" in summary:  # rank 0 (the only rank that saves and evaluates) reports
+        typer.echo(json.dumps(summary, indent=2))
 
 
 @app.command("eval")

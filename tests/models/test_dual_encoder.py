@@ -71,3 +71,24 @@ def test_config_rejects_unknown_loss():
 
     with pytest.raises(ConfigError, match="loss must be one of"):
         from_dict(DualEncoderConfig, {"loss": "triplet"})
+
+
+def test_loss_on_real_contrastive_batches(tokenizer):
+    """The data layer's batches (2-column group keys, hard negatives) feed the loss as they are."""
+    from polymodal.data.contrastive import ContrastiveBatches, ContrastiveDataConfig
+    from polymodal.data.images import ImageProcessor, ImageProcessorConfig
+    from polymodal.models.dual_encoder import DualEncoder
+    from polymodal.modules.text import TextConfig, TextTransformer
+    from polymodal.modules.vision import VisionTransformer, ViTConfig
+
+    torch.manual_seed(0)
+    model = DualEncoder(
+        VisionTransformer(ViTConfig(image_size=16, patch_size=8, width=32, depth=1, heads=2)),
+        TextTransformer(TextConfig(vocab_size=512, context_length=32, width=32, depth=1, heads=2)),
+        embed_dim=16,
+    )
+    data = ContrastiveDataConfig(sources={"digits": 1.0, "shapes": 1.0}, image_size=16, hard_negatives=True)
+    batches = ContrastiveBatches(data, ImageProcessor(ImageProcessorConfig(image_size=16)), tokenizer, 12)
+    out = contrastive_loss(model, batches.batch(0))
+    assert torch.isfinite(out["loss"]) and 0.0 <= out["i2t_acc"].item() <= 1.0
+    out["loss"].backward()

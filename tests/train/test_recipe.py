@@ -45,3 +45,31 @@ def test_tiny_recipe_trains_saves_and_evaluates(tmp_path):
     assert (tmp_path / "run" / "curves.png").is_file() and (
         tmp_path / "run" / "model" / "README.md"
     ).is_file()
+
+
+@pytest.mark.slow
+def test_recipe_under_torchrun_two_cpu_processes(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    cmd = [
+        torchrun,
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "polymodal.cli",
+        "train",
+        "--recipe",
+        "tiny-clip",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    for override in TINY:
+        cmd += ["--set", override]
+    subprocess.run(cmd, check=True, timeout=300, capture_output=True)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 3
+    assert polymodal.load(tmp_path / "run" / "model").embed_text(["x"]).shape == (1, 16)

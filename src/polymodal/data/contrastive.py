@@ -9,7 +9,6 @@ never-repeating streams (finite sources cycle through seeded per-epoch permutati
 from __future__ import annotations
 
 import hashlib
-
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polymodal.config import ConfigError
-from polymodal.modules.losses import infonce_loss, siglip_loss
+from polymodal.modules.losses import infonce_loss, positive_mask, siglip_loss
 from polymodal.registry import build_encoder, encoder_config
 
 LOSSES = ("infonce", "siglip")
@@ -145,8 +145,6 @@ def contrastive_loss(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Te
         valid = all_gather_with_grad(batch["neg_valid"]) if negatives is not None else None
         loss = infonce_loss(image, text, scale, groups, negatives, valid)
     with torch.no_grad():
-        hits = (image @ text.t()).argmax(dim=1)
-        same = hits == torch.arange(len(hits), device=hits.device)
-        if groups is not None:
-            same |= groups[hits] == groups
-    return {"loss": loss, "logit_scale": scale.detach(), "i2t_acc": same.float().mean()}
+        hits = (image @ text.t()).argmax(dim=1)  # each image's best caption
+        correct = positive_mask(len(hits), groups, hits.device)[torch.arange(len(hits)), hits]
+    return {"loss": loss, "logit_scale": scale.detach(), "i2t_acc": correct.float().mean()}

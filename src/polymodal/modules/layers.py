@@ -136,6 +136,19 @@ class Transformer(nn.Module):
             TransformerBlock(dim, heads, mlp_ratio, dropout, act, norm_eps) for _ in range(depth)
         )
 
+    @classmethod
+    def from_config(cls, config) -> Transformer:
+        """Build from any encoder config with width, depth, heads, mlp_ratio, dropout, act and norm_eps."""
+        return cls(
+            config.width,
+            config.depth,
+            config.heads,
+            config.mlp_ratio,
+            config.dropout,
+            config.act,
+            config.norm_eps,
+        )
+
     def forward(self, x: Tensor, mask: Tensor | None = None, causal: bool = False) -> Tensor:
         for block in self.blocks:
             x = block(x, mask=mask, causal=causal)

@@ -78,15 +78,7 @@ class TextTransformer(nn.Module):
         self.config, self.width = config, config.width
         self.token_embed = nn.Embedding(config.vocab_size, config.width)
         self.pos_embed = nn.Parameter(torch.zeros(1, config.context_length, config.width))
-        self.blocks = Transformer(
-            config.width,
-            config.depth,
-            config.heads,
-            config.mlp_ratio,
-            config.dropout,
-            config.act,
-            config.norm_eps,
-        )
+        self.blocks = Transformer.from_config(config)
         self.norm = nn.LayerNorm(config.width, eps=config.norm_eps)
         init_weights(self)
         nn.init.normal_(self.pos_embed, std=0.01)

@@ -76,15 +76,7 @@ class VisionTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.width))
         self.pos_embed = nn.Parameter(torch.zeros(1, config.num_patches + 1, config.width))
         self.norm_pre = nn.LayerNorm(config.width, eps=config.norm_eps) if config.pre_norm else nn.Identity()
-        self.blocks = Transformer(
-            config.width,
-            config.depth,
-            config.heads,
-            config.mlp_ratio,
-            config.dropout,
-            config.act,
-            config.norm_eps,
-        )
+        self.blocks = Transformer.from_config(config)
         self.norm = nn.LayerNorm(config.width, eps=config.norm_eps)
         init_weights(self)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
