@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -106,22 +104,6 @@ def save_weights(model, file: Path, dtype: Any = None) -> None:
             t = t.to(dtype)
         state[key] = t.clone().contiguous()  # clone: safetensors refuses tensors that share storage
     save_file(state, str(file), metadata={"format": "pt"})
-
-
-def write_folder(path: str | os.PathLike, writer) -> Path:
-    """Create ``path`` atomically: ``writer(tmp_folder)`` fills a temp folder that is then renamed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        writer(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
 
 
 def spec_to_json(spec: ModelSpec) -> dict[str, Any]:

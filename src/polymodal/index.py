@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +19,8 @@ from typing import Any
 
 import faiss
 import numpy as np
+
+from polymodal.atomic import write_folder_atomic
 
 FORMAT_VERSION = 1
 INDEX_FILE = "index.faiss"
@@ -174,23 +174,19 @@ class EmbeddingIndex:
         }
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write the index folder atomically; an existing folder at ``directory`` is replaced."""
-        target = Path(directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        try:
+        """Write the index folder atomically; an existing index at ``directory`` is replaced."""
+
+        def fill(tmp: Path) -> None:
             faiss.write_index(self._index, str(tmp / INDEX_FILE))
             with open(tmp / METADATA_FILE, "w", encoding="utf-8") as f:
                 for meta in self._metadata:
                     f.write(json.dumps(meta, ensure_ascii=False) + "\n")
             (tmp / MANIFEST_FILE).write_text(json.dumps(self.manifest(), indent=2) + "\n", encoding="utf-8")
-            for name in (INDEX_FILE, METADATA_FILE, MANIFEST_FILE):
-                _fsync_file(tmp / name)
-            _replace_dir(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return target
+
+        try:
+            return write_folder_atomic(directory, fill, guard=_refuse_non_index)
+        except FileExistsError as e:
+            raise EmbeddingIndexError(str(e)) from None
 
     @classmethod
     def load(
@@ -234,33 +230,12 @@ class EmbeddingIndex:
         return index
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Move ``tmp`` to ``target``; an old ``target`` is moved aside first and removed only after."""
-    backup = None
-    if target.exists():
-        if not target.is_dir():
-            raise EmbeddingIndexError(f"{target} exists and is not a folder; choose another path")
-        # never delete a folder of someone's files just because its path was passed by mistake
-        if any(target.iterdir()) and not (target / MANIFEST_FILE).is_file():
-            raise EmbeddingIndexError(
-                f"{target} is a non-empty folder that is not an index; choose an empty or new path"
-            )
-        backup = target.with_name(f".{target.name}.old-{os.getpid()}")
-        shutil.rmtree(backup, ignore_errors=True)
-        target.rename(backup)
-    try:
-        tmp.rename(target)
-    except BaseException:
-        if backup is not None:
-            backup.rename(target)
-        raise
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
+def _refuse_non_index(target: Path) -> None:
+    """Never replace a folder of someone's files just because its path was passed by mistake."""
+    if any(target.iterdir()) and not (target / MANIFEST_FILE).is_file():
+        raise EmbeddingIndexError(
+            f"{target} is a non-empty folder that is not an index; choose an empty or new path"
+        )
 
 
 def _read_manifest(folder: Path) -> dict[str, Any]:

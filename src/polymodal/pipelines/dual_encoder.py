@@ -114,12 +114,13 @@ class DualEncoderPipeline:
 
     def save(self, path: str | os.PathLike, dtype: Any = None) -> Path:
         """Write this model as a folder: config.json, model.safetensors, tokenizer files."""
+        from polymodal.atomic import write_folder_atomic
         from polymodal.config import save_json
-        from polymodal.hub import CONFIG_FILE, WEIGHTS_FILE, save_weights, spec_to_json, write_folder
+        from polymodal.hub import CONFIG_FILE, WEIGHTS_FILE, save_weights, spec_to_json
 
         def write(folder: Path) -> None:
             save_json(spec_to_json(self.current_spec()), folder / CONFIG_FILE)
             save_weights(self.model, folder / WEIGHTS_FILE, dtype=dtype)
             self.tokenizer.save(folder)
 
-        return write_folder(path, write)
+        return write_folder_atomic(path, write)

@@ -14,7 +14,6 @@ read with ``torch.load(..., weights_only=True)``: nothing in a checkpoint is unp
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
@@ -26,11 +25,12 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from polymodal.atomic import TMP_PREFIX, write_folder_atomic, write_text_atomic
+
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "trainer_state.pt"
 META_FILE = "meta.json"
 LATEST_FILE = "latest"
-TMP_PREFIX = ".tmp-"
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
 
 
@@ -88,30 +88,6 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- durable file operations
 
 
-def _fsync_path(path: Path) -> None:
-    """fsync a file or a directory (directories cannot be opened on Windows; skip there)."""
-    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY
-    try:
-        fd = os.open(path, flags)
-    except (IsADirectoryError, PermissionError):
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` via a fsynced temp file and ``os.replace``."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_path(path.parent)
-
-
 def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
@@ -139,23 +115,14 @@ def save_checkpoint(
         The final checkpoint folder.
     """
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / step_dir_name(step)
-    tmp = root / f"{TMP_PREFIX}{final.name}-{os.getpid()}"
-    _remove_tree(tmp)
-    tmp.mkdir()
-    save_model(unwrap_model(model), str(tmp / MODEL_FILE))
-    torch.save(trainer_state, tmp / STATE_FILE)
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    for name in (MODEL_FILE, STATE_FILE, META_FILE):
-        _fsync_path(tmp / name)
-    _fsync_path(tmp)
-    if final.exists():  # a stale checkpoint of the same step (e.g. a replay after resuming an older one)
-        trash = root / f"{TMP_PREFIX}old-{final.name}-{os.getpid()}"
-        os.rename(final, trash)
-        _remove_tree(trash)
-    os.rename(tmp, final)
-    _fsync_path(root)
+
+    def fill(tmp: Path) -> None:
+        save_model(unwrap_model(model), str(tmp / MODEL_FILE))
+        torch.save(trainer_state, tmp / STATE_FILE)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+    # a stale checkpoint of the same step (a replay after resuming an older one) is replaced
+    final = write_folder_atomic(root / step_dir_name(step), fill)
     write_text_atomic(root / LATEST_FILE, final.name + "\n")
     prune_checkpoints(root, keep)
     return final
