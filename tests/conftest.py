@@ -9,7 +9,7 @@ from polymodal.data.tokenizer import TextTokenizer, world_corpus
 
 TINY_OVERRIDES = {
     "embed_dim": 32,
-    "image": {"image_size": 32, "patch_size": 8, "width": 32, "depth": 1, "heads": 2},
+    "image": {"image_size": 32, "stages": 2, "base_channels": 8, "width": 32},
     "text": {"vocab_size": 512, "width": 32, "depth": 1, "heads": 2},
 }
 

@@ -57,7 +57,7 @@ def test_weights_that_do_not_fit_list_the_keys(tiny_model_dir, tmp_path):
 
     other = shutil.copytree(tiny_model_dir, tmp_path / "other")
     data = json.loads((other / "config.json").read_text())
-    data["model"]["image"]["depth"] = 2
+    data["model"]["image"]["stages"] = 3
     (other / "config.json").write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=r"missing \['image_encoder.blocks.blocks.1"):
+    with pytest.raises(ValueError, match=r"missing \['image_encoder.features.1[0-9]"):
         polymodal.load(other)

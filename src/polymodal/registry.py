@@ -22,6 +22,7 @@ CONFIG_DIR = Path(__file__).parent / "model_configs"
 # starts without importing torch.
 ENCODERS: dict[str, tuple[str, str]] = {
     "vit": ("polymodal.modules.vision:ViTConfig", "polymodal.modules.vision:VisionTransformer"),
+    "cnn": ("polymodal.modules.cnn:CNNConfig", "polymodal.modules.cnn:ConvEncoder"),
     "transformer": ("polymodal.modules.text:TextConfig", "polymodal.modules.text:TextTransformer"),
     "hf_text": ("polymodal.modules.text:HFTextConfig", "polymodal.modules.text:HFTextEncoder"),
 }

@@ -7,7 +7,7 @@ from polymodal.config import ConfigError
 from polymodal.train.recipe import load_recipe, recipe_names, run_recipe
 
 TINY = [
-    'model_overrides={"embed_dim": 16, "image": {"depth": 1, "width": 32, "heads": 2},'
+    'model_overrides={"embed_dim": 16, "image": {"stages": 2, "base_channels": 8, "width": 32},'
     ' "text": {"depth": 1, "width": 32, "heads": 2}}',
     "batch_size=8",
     "train.steps=3",
