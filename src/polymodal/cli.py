@@ -223,9 +223,11 @@ def export(
     from polymodal.hub import resolve
 
     card = resolve(src) / "README.md"
+    size = sum(f.stat().st_size for f in dst.iterdir()) / 1e6
     if card.is_file():
         shutil.copyfile(card, dst / "README.md")
-    size = sum(f.stat().st_size for f in dst.iterdir()) / 1e6
+        with open(dst / "README.md", "a") as f:
+            f.write(f"\nThis folder stores the weights as {dtype} ({size:.1f} MB in all).\n")
     typer.echo(f"wrote {dst} ({dtype} weights, {size:.1f} MB)")
 
 

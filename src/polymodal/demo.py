@@ -95,7 +95,7 @@ def _search_table(pipeline, index, truth, console: Console, k: int = 5):
         table.add_row(
             query.text, truth[names[0]]["caption"], f"{hits[0].score:.3f}", f"{good}/{k}", str(total)
         )
-        marks = ["✓" if query.relevant(truth[n]) else "✗" for n in names]
+        marks = ["match" if query.relevant(truth[n]) else "miss" for n in names]  # the default font has no ✓
         cells = [
             (Image.open(h.metadata["path"]).convert("RGB"), f"{m} {h.score:.2f}")
             for h, m in zip(hits, marks, strict=True)
@@ -145,7 +145,12 @@ def run_demo(pipeline, out: str | Path, gallery_size: int = 300) -> dict[str, An
     index = open_index(out / "index")
     rows, precision = _search_table(pipeline, index, truth, console)
     sheet = out / "search_results.png"
-    contact_sheet(rows, sheet, title=f"polymodal search · {pipeline.name} · ✓ = matches ground truth")
+    contact_sheet(
+        rows,
+        sheet,
+        thumb=128,
+        title=f"polymodal search · {pipeline.name} · match/miss checked against the scene graph",
+    )
     from PIL import Image
 
     names = sorted(truth)[:32]

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 HEADLINE = {
-    "digits-zeroshot": ("accuracy", "accuracy_unseen_phrasings"),
+    "digits-zeroshot": ("accuracy", "accuracy_unseen_phrasings", "accuracy_worst_unseen_phrasing"),
     "shapes-zeroshot": (
         "color_accuracy",
         "shape_accuracy",
@@ -55,7 +55,10 @@ def model_card(
         "",
         *_metric_rows(results),
         "",
-        "Reproduce the numbers: `polymodal eval <model> <task> --json` for each task above.",
+        "Reproduce the numbers: `polymodal eval <model> <task> --json` for each task above. `_heldout`: colour/shape "
+        "pairs never seen in training; `_unseen`: caption phrasings never seen in training; "
+        "`accuracy_worst_unseen_phrasing`: the weakest single unseen prompt template, without ensembling. "
+        'Retrieval R@1 is capped below 1 by captions that fit many images ("two shapes").',
         "",
         "## Reproduce the model",
         "",

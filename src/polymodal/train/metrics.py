@@ -60,34 +60,56 @@ def _series(records: list[dict[str, Any]], split: str, key: str) -> tuple[list[i
     return [p[0] for p in points], [p[1] for p in points]
 
 
+def _eval_panels(records: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Eval metrics to plot, grouped by task ("task/metric" keys); counts and ranks are left out so
+    every panel shares a 0..1 scale."""
+    keys = sorted(
+        {
+            k
+            for r in records
+            if r.get("split") == "eval"
+            for k, v in r.items()
+            if k not in ("step", "split") and isinstance(v, int | float)
+        }
+    )
+    panels: dict[str, list[str]] = {}
+    for key in keys:
+        if "num_" in key or "rank" in key:
+            continue
+        panels.setdefault(key.split("/", 1)[0] if "/" in key else "eval", []).append(key)
+    return panels
+
+
 def plot_curves(records: list[dict[str, Any]], path: str | Path) -> None:
-    """Draw train loss and learning rate vs step (plus every eval metric, if any) into a PNG.
+    """Draw train loss and learning rate vs step, and one panel per eval task, into a PNG.
 
     Uses a bare ``Figure`` (Agg canvas) rather than pyplot, so no global backend is switched and no
     display is needed.
     """
     from matplotlib.figure import Figure  # imported here: matplotlib is slow to import and only needed now
 
-    eval_keys = sorted(
-        {k for r in records if r.get("split") == "eval" for k in r if k not in ("step", "split")}
-    )
-    n_panels = 3 if eval_keys else 2
-    fig = Figure(figsize=(5 * n_panels, 3.6))
-    axes = fig.subplots(1, n_panels)
+    panels = _eval_panels(records)
+    cols = max(2, len(panels))
+    fig = Figure(figsize=(5.5 * cols, 3.8 * (2 if panels else 1)))
+    axes = fig.subplots(2 if panels else 1, cols, squeeze=False)
     steps, loss = _series(records, "train", "loss")
-    axes[0].plot(steps, loss, lw=1.2)
-    axes[0].set(title="train loss", xlabel="step")
+    axes[0][0].plot(steps, loss, lw=1.2)
+    axes[0][0].set(title="train loss", xlabel="step")
     if loss and min(loss) > 0 and max(loss) / min(loss) > 20:
-        axes[0].set_yscale("log")
+        axes[0][0].set_yscale("log")
     steps, lr = _series(records, "train", "lr")
-    axes[1].plot(steps, lr, lw=1.2, color="tab:orange")
-    axes[1].set(title="learning rate", xlabel="step")
-    for key in eval_keys:
-        steps, values = _series(records, "eval", key)
-        axes[2].plot(steps, values, marker="o", ms=3, label=key)
-    if eval_keys:
-        axes[2].set(title="eval", xlabel="step")
-        axes[2].legend(fontsize=8)
+    axes[0][1].plot(steps, lr, lw=1.2, color="tab:orange")
+    axes[0][1].set(title="learning rate", xlabel="step")
+    for ax in axes[0][2:]:
+        ax.axis("off")
+    for ax, (task, keys) in zip(axes[1] if panels else [], panels.items(), strict=False):
+        for key in keys:
+            steps, values = _series(records, "eval", key)
+            ax.plot(steps, values, marker="o", ms=3, label=key.split("/", 1)[-1])
+        ax.set(title=f"eval: {task}", xlabel="step", ylim=(-0.02, 1.02))
+        ax.legend(fontsize=7, loc="lower right")
+    for ax in axes[1][len(panels) :] if panels else []:
+        ax.axis("off")
     fig.tight_layout()
     path = Path(path)
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)

@@ -153,11 +153,13 @@ def write_card(
     pipeline, recipe: Recipe, results: list[dict[str, Any]], summary: dict[str, Any], folder: Path
 ) -> None:
     """Write the model card (README.md) of a trained model folder."""
+    from polymodal.registry import get_spec
     from polymodal.train.card import model_card, write_model_card
 
     parameters = sum(p.numel() for p in pipeline.model.parameters())
+    architecture = f"`{recipe.model}`, {get_spec(recipe.model).description}"
     text = model_card(
-        recipe.name, recipe.description, recipe.name, pipeline.spec.description, parameters, results, summary
+        recipe.name, recipe.description, recipe.name, architecture, parameters, results, summary
     )
     write_model_card(folder, text)
 
