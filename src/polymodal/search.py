@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
 
 from polymodal.index import EmbeddingIndex, Hit
@@ -16,14 +17,15 @@ def build_folder_index(
     """
     from polymodal.data.folder import ImageFolder
 
-    images = ImageFolder(folder)
+    images = ImageFolder(folder, verify=False)  # each file is decoded once, below
     index = EmbeddingIndex(pipeline.embed_dim, kind=kind)
     index.model_name = pipeline.source
-    for start in range(0, len(images), batch_size):
-        chunk = range(start, min(start + batch_size, len(images)))
+    decoded = images.decoded()
+    while chunk := list(islice(decoded, batch_size)):
+        items = [item for item, _ in chunk]
         index.add(
-            pipeline.embed_image([images.load(i) for i in chunk]),
-            [{"path": str(images[i].path), "caption": images[i].caption} for i in chunk],
+            pipeline.embed_image([image for _, image in chunk]),
+            [{"path": str(item.path), "caption": item.caption} for item in items],
         )
     if len(index) == 0:
         return images.report() + "; nothing to index"

@@ -56,3 +56,18 @@ def test_captions_argument_and_errors(tmp_path):
         ImageFolder(tmp_path, captions=tmp_path / "bad.csv")
     with pytest.raises(FileNotFoundError, match="image folder not found"):
         ImageFolder(tmp_path / "missing")
+
+
+def test_unverified_folder_decodes_each_file_once_while_iterating(tmp_path):
+    from PIL import Image
+
+    from polymodal.data.folder import ImageFolder
+
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"not a png")
+    folder = ImageFolder(tmp_path, verify=False)
+    assert folder.items == [] and folder.skipped == []  # nothing decoded yet
+    decoded = list(folder.decoded())
+    assert [item.path.name for item, _ in decoded] == ["a.png"] and decoded[0][1].size == (8, 8)
+    assert [i.path.name for i in folder.items] == ["a.png"] and [n for n, _ in folder.skipped] == ["b.png"]
+    assert list(folder.decoded()) == []  # a second pass has nothing left to decode

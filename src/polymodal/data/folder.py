@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +69,9 @@ class ImageFolder:
         root: folder searched recursively for image files (by extension).
         captions: None to read ``captions.csv`` / ``captions.jsonl`` from ``root`` if present, a path
             to such a file, or a mapping from file name (relative to root, or bare name) to caption.
+        verify: decode every file now, so ``items`` holds only readable images. With False nothing is
+            decoded yet: iterate :meth:`decoded` once to get each image (decoded once) while ``items`` and
+            ``skipped`` fill in — what an indexer over large photos wants.
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class ImageFolder:
         root: str | Path,
         captions: str | Path | Mapping[str, str] | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        verify: bool = True,
     ):
         self.root = Path(root)
         if not self.root.is_dir():
@@ -84,9 +88,14 @@ class ImageFolder:
         self.captions = self._captions(captions)
         self.items: list[FolderItem] = []
         self.skipped: list[tuple[str, str]] = []
-        for path in sorted(self.root.rglob("*")):
-            if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith("."):
-                self._index(path)
+        self._candidates = [
+            p
+            for p in sorted(self.root.rglob("*"))
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+        ]
+        if verify:
+            for _ in self.decoded():
+                pass
 
     def _captions(self, captions: str | Path | Mapping[str, str] | None) -> dict[str, str]:
         if isinstance(captions, Mapping):
@@ -96,15 +105,19 @@ class ImageFolder:
         found = [self.root / name for name in CAPTION_FILES if (self.root / name).is_file()]
         return read_captions(found[0]) if found else {}
 
-    def _index(self, path: Path) -> None:
-        name = path.relative_to(self.root).as_posix()
-        try:
-            load_image(path, max_pixels=self.max_pixels)
-        except ImageLoadError as e:
-            self.skipped.append((name, e.reason))
-            return
-        caption = self.captions.get(name, self.captions.get(path.name))
-        self.items.append(FolderItem(path=path, caption=caption))
+    def decoded(self) -> Iterator[tuple[FolderItem, Image.Image]]:
+        """Decode each candidate file once, in order: yields (item, RGB image); failures go to ``skipped``."""
+        candidates, self._candidates = self._candidates, []
+        for path in candidates:
+            name = path.relative_to(self.root).as_posix()
+            try:
+                image = load_image(path, max_pixels=self.max_pixels)
+            except ImageLoadError as e:
+                self.skipped.append((name, e.reason))
+                continue
+            item = FolderItem(path=path, caption=self.captions.get(name, self.captions.get(path.name)))
+            self.items.append(item)
+            yield item, image
 
     def __len__(self) -> int:
         return len(self.items)

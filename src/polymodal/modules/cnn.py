@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from polymodal.config import ConfigError
+from polymodal.modules.vision import check_images
 
 
 @dataclass
@@ -66,12 +67,7 @@ class ConvEncoder(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward_features(self, images: Tensor) -> Tensor:
-        c, s = self.config.channels, self.config.image_size
-        if images.dim() != 4 or tuple(images.shape[1:]) != (c, s, s):
-            raise ValueError(
-                f"expected images of shape (batch, {c}, {s}, {s}), got {tuple(images.shape)}; "
-                "use the model's image processor to resize and normalise"
-            )
+        check_images(images, self.config.channels, self.config.image_size)
         grid = self.proj(self.features(images))  # (B, W, gh, gw)
         return grid.flatten(2).transpose(1, 2)  # (B, N, W)
 

@@ -32,6 +32,16 @@ def image_to_patches(images: Tensor, patch_size: int) -> Tensor:
     return x.reshape(b, (h // p) * (w // p), c * p * p)
 
 
+def check_images(images: Tensor, channels: int, image_size: int) -> None:
+    """Raise a ValueError that says what to do unless ``images`` is (B, channels, image_size, image_size)."""
+    c, s = channels, image_size
+    if images.dim() != 4 or tuple(images.shape[1:]) != (c, s, s):
+        raise ValueError(
+            f"expected images of shape (batch, {c}, {s}, {s}), got {tuple(images.shape)}; "
+            "use the model's image processor to resize and normalise"
+        )
+
+
 @dataclass
 class ViTConfig:
     type: str = "vit"  # registry key of the encoder builder
@@ -82,17 +92,9 @@ class VisionTransformer(nn.Module):
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
-    def _check_input(self, images: Tensor) -> None:
-        c, s = self.config.channels, self.config.image_size
-        if images.dim() != 4 or tuple(images.shape[1:]) != (c, s, s):
-            raise ValueError(
-                f"expected images of shape (batch, {c}, {s}, {s}), got {tuple(images.shape)}; "
-                "use the model's image processor to resize and normalise"
-            )
-
     def forward_features(self, images: Tensor) -> Tensor:
         """Tokens after the final norm: (B, 1 + N, width), the class token first."""
-        self._check_input(images)
+        check_images(images, self.config.channels, self.config.image_size)
         x = self.patch_embed(image_to_patches(images, self.config.patch_size))  # (B, N, W)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
         return self.norm(self.blocks(self.norm_pre(x)))
