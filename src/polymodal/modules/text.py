@@ -6,6 +6,7 @@ Both follow the encoder interface: ``width``, ``forward_features(input_ids, atte
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,22 @@ def resolve_text_path(path: str) -> Path:
     return folder
 
 
+@contextmanager
+def quiet_transformers():
+    """Silence transformers' load reports and progress bars for a block, then restore the caller's settings."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 class HFTextEncoder(nn.Module):
     """A Hugging Face encoder (BERT family) as a text tower, pooled and optionally frozen.
 
@@ -145,7 +162,8 @@ class HFTextEncoder(nn.Module):
             self.model = AutoModel.from_config(hf_cfg, add_pooling_layer=False)
         else:
             folder = resolve_text_path(config.path)
-            self.model = AutoModel.from_pretrained(folder, add_pooling_layer=False, local_files_only=True)
+            with quiet_transformers():  # its unused pooler is reported as "unexpected"; we pool ourselves
+                self.model = AutoModel.from_pretrained(folder, add_pooling_layer=False, local_files_only=True)
             config.hf_config = self.model.config.to_dict()
         self.width = self.model.config.hidden_size
         self.model.requires_grad_(config.trainable)
