@@ -78,16 +78,21 @@ def load_weights(model, file: Path) -> None:
         state = load_file(file)
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"cannot read {file}: it is not a valid safetensors file ({e})") from None
+    load_state(model, state, source=str(file))
+
+
+def load_state(model, state: dict, source: str) -> None:
+    """Load a state dict whose keys and shapes must match the model exactly; mismatches are listed."""
     expected = model.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     bad_shapes = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        f"{k}: {tuple(state[k].shape)} vs model {tuple(v.shape)}"
         for k, v in expected.items()
         if k in state and state[k].shape != v.shape
     ]
     if missing or unexpected or bad_shapes:
         raise ValueError(
-            f"weights in {file} do not fit the model built from its config: missing {missing[:10]}, "
+            f"weights in {source} do not fit the model built from its config: missing {missing[:10]}, "
             f"unexpected {unexpected[:10]}, shape mismatches {bad_shapes[:10]}"
         )
     model.load_state_dict(state)

@@ -1,0 +1,124 @@
+"""Hugging Face CLIP checkpoints -> polymodal's own DualEncoder (ViT + causal text transformer).
+
+The weights are converted, not wrapped: q/k/v projections are fused into one ``qkv`` matrix, the conv
+patch embedding becomes the linear embedding over ``image_to_patches`` (same (C, p, p) flattening), and
+class/position embeddings become parameters. Parity with ``transformers.CLIPModel`` is tested.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from polymodal.registry import ModelSpec
+
+
+def _tower_spec(cfg: dict[str, Any], kind: str) -> dict[str, Any]:
+    common = {
+        "width": cfg["hidden_size"],
+        "depth": cfg["num_hidden_layers"],
+        "heads": cfg["num_attention_heads"],
+        "mlp_ratio": cfg["intermediate_size"] / cfg["hidden_size"],
+        "act": cfg.get("hidden_act", "quick_gelu"),
+        "norm_eps": cfg.get("layer_norm_eps", 1e-5),
+    }
+    if kind == "image":
+        return {
+            "type": "vit",
+            "image_size": cfg["image_size"],
+            "patch_size": cfg["patch_size"],
+            "channels": cfg.get("num_channels", 3),
+            "pool": "cls",
+            "pre_norm": True,
+            "patch_bias": False,
+            **common,
+        }
+    return {
+        "type": "transformer",
+        "vocab_size": cfg["vocab_size"],
+        "context_length": cfg["max_position_embeddings"],
+        "causal": True,
+        "pool": "eos",
+        **common,
+    }
+
+
+def clip_spec(hf_config: dict[str, Any], name: str = "") -> ModelSpec:
+    """The polymodal spec of a transformers CLIP config (``config.json`` as a dict)."""
+    for key in ("text_config", "vision_config", "projection_dim"):
+        if key not in hf_config:
+            raise ValueError(f"not a CLIP config: {key!r} is missing")
+    vision = hf_config["vision_config"]
+    model = {
+        "image": _tower_spec(vision, "image"),
+        "text": _tower_spec(hf_config["text_config"], "text"),
+        "embed_dim": hf_config["projection_dim"],
+        "loss": "infonce",
+        "init_logit_scale": hf_config.get("logit_scale_init_value", 2.6592),
+    }
+    processor = {
+        "image_size": vision["image_size"],
+        "mean": [0.48145466, 0.4578275, 0.40821073],
+        "std": [0.26862954, 0.26130258, 0.27577711],
+        "resize": "bicubic",
+        "resize_mode": "shortest_crop",
+    }
+    return ModelSpec(
+        architecture="dual_encoder",
+        model=model,
+        image_processor=processor,
+        name=name,
+        description="converted from a Hugging Face CLIP checkpoint",
+    )
+
+
+def _blocks(state: dict[str, Tensor], src: str, dst: str, depth: int) -> dict[str, Tensor]:
+    out = {}
+    for i in range(depth):
+        s, d = f"{src}.encoder.layers.{i}", f"{dst}.blocks.blocks.{i}"
+        for part in ("weight", "bias"):
+            out[f"{d}.attn.qkv.{part}"] = torch.cat([state[f"{s}.self_attn.{p}_proj.{part}"] for p in "qkv"])
+            out[f"{d}.attn.proj.{part}"] = state[f"{s}.self_attn.out_proj.{part}"]
+            out[f"{d}.norm1.{part}"] = state[f"{s}.layer_norm1.{part}"]
+            out[f"{d}.norm2.{part}"] = state[f"{s}.layer_norm2.{part}"]
+            out[f"{d}.mlp.fc1.{part}"] = state[f"{s}.mlp.fc1.{part}"]
+            out[f"{d}.mlp.fc2.{part}"] = state[f"{s}.mlp.fc2.{part}"]
+    return out
+
+
+def convert_clip_state(state: dict[str, Tensor], spec: ModelSpec) -> dict[str, Tensor]:
+    """Map a ``CLIPModel`` state dict onto polymodal's ``DualEncoder`` keys."""
+    v, t = "vision_model", "text_model"
+    width = spec.model["image"]["width"]
+    out = {
+        "image_encoder.patch_embed.weight": state[f"{v}.embeddings.patch_embedding.weight"].reshape(
+            width, -1
+        ),
+        "image_encoder.cls_token": state[f"{v}.embeddings.class_embedding"].reshape(1, 1, -1),
+        "image_encoder.pos_embed": state[f"{v}.embeddings.position_embedding.weight"].unsqueeze(0),
+        "text_encoder.token_embed.weight": state[f"{t}.embeddings.token_embedding.weight"],
+        "text_encoder.pos_embed": state[f"{t}.embeddings.position_embedding.weight"].unsqueeze(0),
+        "image_proj.weight": state["visual_projection.weight"],
+        "text_proj.weight": state["text_projection.weight"],
+        "logit_scale": state["logit_scale"],
+    }
+    for part in ("weight", "bias"):
+        out[f"image_encoder.norm_pre.{part}"] = state[f"{v}.pre_layrnorm.{part}"]
+        out[f"image_encoder.norm.{part}"] = state[f"{v}.post_layernorm.{part}"]
+        out[f"text_encoder.norm.{part}"] = state[f"{t}.final_layer_norm.{part}"]
+    out |= _blocks(state, v, "image_encoder", spec.model["image"]["depth"])
+    out |= _blocks(state, t, "text_encoder", spec.model["text"]["depth"])
+    return out
+
+
+def convert_clip(hf_model, name: str = ""):
+    """A ``transformers.CLIPModel`` -> (polymodal DualEncoder with its weights, ModelSpec)."""
+    from polymodal.hub import load_state
+    from polymodal.registry import build_model
+
+    spec = clip_spec(hf_model.config.to_dict(), name=name)
+    model = build_model(spec)
+    load_state(model, convert_clip_state(hf_model.state_dict(), spec), source="the CLIP checkpoint")
+    return model.eval(), spec
