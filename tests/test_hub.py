@@ -28,10 +28,19 @@ def test_fp16_save_stays_close(tiny_pipeline, tmp_path):
     assert float((a @ b.T)[0, 0]) > 0.999
 
 
-def test_missing_model_lists_bundled_and_explains_hub_ids(tmp_path):
-    with pytest.raises(ModelNotFoundError, match="not a local folder nor a bundled model"):
+def test_missing_model_lists_bundled_and_explains_hub_ids(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(
+        huggingface_hub.constants, "HF_HUB_OFFLINE", True
+    )  # offline even where the hub is reachable
+    with pytest.raises(
+        ModelNotFoundError, match=r"not a local folder, a bundled model \(bundled: tiny-clip\)"
+    ):
         polymodal.load("no-such-model")
-    with pytest.raises(ModelNotFoundError, match="Hugging Face hub id"):
+    with pytest.raises(
+        FileNotFoundError, match=r"'openai/clip-vit-base-patch32' is not in the local Hugging Face cache"
+    ):
         polymodal.load("openai/clip-vit-base-patch32")
     with pytest.raises(ModelNotFoundError, match="no config.json"):
         polymodal.load(tmp_path)

@@ -27,11 +27,12 @@ def fail(message: str) -> None:
 
 
 def _load(model: str):
-    from polymodal.hub import ModelNotFoundError, load
+    from polymodal.hub import load
+    from polymodal.interop import UnsupportedCheckpointError
 
     try:
         return load(model)
-    except ModelNotFoundError as e:
+    except (FileNotFoundError, UnsupportedCheckpointError) as e:
         fail(str(e))
 
 
@@ -205,30 +206,34 @@ def classify(
 
 
 @app.command()
-def export(
-    src: Annotated[str, typer.Argument(help="Model folder or bundled name.")],
-    dst: Annotated[Path, typer.Argument(help="Folder to write.")],
+def convert(
+    src: Annotated[str, typer.Argument(help="Bundled name, model folder, transformers folder or hub id.")],
+    dst: Annotated[Path, typer.Argument(help="polymodal model folder to write.")],
     dtype: Annotated[str, typer.Option(help="float32 | float16 | bfloat16 weights.")] = "float32",
 ) -> None:
-    """Re-save a model folder, e.g. with fp16 weights to ship it (its model card is kept)."""
+    """Convert any loadable model (e.g. a Hugging Face CLIP) to a polymodal folder, optionally re-typed."""
     import shutil
 
     import torch
+
+    from polymodal.hub import resolve
+    from polymodal.interop import is_hub_id
 
     dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
     if dtype not in dtypes:
         fail(f"dtype must be one of {', '.join(dtypes)}")
     pipeline = _load(src)
     pipeline.save(dst, dtype=dtypes[dtype])
-    from polymodal.hub import resolve
-
-    card = resolve(src) / "README.md"
+    card = None if is_hub_id(src) else resolve(src) / "README.md"  # the source's model card, if any
     size = sum(f.stat().st_size for f in dst.iterdir()) / 1e6
-    if card.is_file():
+    if card is not None and card.is_file():
         shutil.copyfile(card, dst / "README.md")
         with open(dst / "README.md", "a") as f:
             f.write(f"\nThis folder stores the weights as {dtype} ({size:.1f} MB in all).\n")
     typer.echo(f"wrote {dst} ({dtype} weights, {size:.1f} MB)")
+
+
+app.command("export", hidden=True, help="Alias of convert.")(convert)
 
 
 @app.command()

@@ -42,14 +42,9 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     if (bundled / CONFIG_FILE).is_file():
         return bundled
     available = ", ".join(bundled_models()) or "none"
-    hint = (
-        " It looks like a Hugging Face hub id: hub checkpoints are not loadable yet (and this machine may be "
-        "offline); download it elsewhere and pass the local folder."
-        if "/" in str(name_or_path) and not path.exists()
-        else ""
-    )
     raise ModelNotFoundError(
-        f"no model {str(name_or_path)!r}: not a local folder nor a bundled model (bundled: {available}).{hint}"
+        f"no model {str(name_or_path)!r}: not a local folder, a bundled model (bundled: {available}) "
+        "nor a Hugging Face hub id ('org/name')"
     )
 
 
@@ -126,7 +121,22 @@ def load_folder(folder: Path, device: str = "cpu"):
 
 
 def load(name_or_path: str | os.PathLike, device: str = "cpu"):
-    """Load a model by bundled name or folder path and return its pipeline (e.g. a ``DualEncoderPipeline``)."""
+    """Load a model and return its pipeline (e.g. a ``DualEncoderPipeline``).
+
+    ``name_or_path``: a bundled name, a polymodal model folder, a transformers checkpoint folder (converted
+    on load), or a Hugging Face hub id (from the local cache, or downloaded when online).
+    """
+    from polymodal import interop
+
+    if interop.is_hub_id(name_or_path) and not (PRETRAINED_DIR / str(name_or_path)).is_dir():
+        pipeline = interop.load_hf_folder(interop.fetch_from_hub(str(name_or_path)), device=device)
+        pipeline.source = str(name_or_path)
+        return pipeline
+    path = Path(name_or_path).expanduser()
+    if path.is_dir() and interop.read_hf_config(path) is not None:
+        pipeline = interop.load_hf_folder(path, device=device)
+        pipeline.source = str(path.resolve())
+        return pipeline
     folder = resolve(name_or_path)
     pipeline = load_folder(folder, device=device)
     pipeline.source = folder.name if folder.parent == PRETRAINED_DIR else str(folder.resolve())
