@@ -73,3 +73,16 @@ def test_world_corpus_is_deterministic_and_covers_every_source():
     corpus = world_corpus(n=500, seed=1)
     assert corpus == world_corpus(n=500, seed=1) and len(corpus) == 500
     assert any(t.endswith("?") for t in corpus) and "a photo of the number seven." in corpus
+
+
+def test_pad_to_context_length_survives_save_and_load(tokenizer, tmp_path):
+    from polymodal.data.tokenizer import TextTokenizer
+
+    tokenizer.save(tmp_path / "a")
+    fixed = TextTokenizer.load(tmp_path / "a")
+    fixed.pad_to_context_length = True
+    ids, mask = fixed(["a red circle"], context_length=12)
+    assert ids.shape == (1, 12) and mask.all() and ids[0, -1] == fixed.pad_id  # padding is attended (SigLIP)
+    fixed.save(tmp_path / "b")
+    assert TextTokenizer.load(tmp_path / "b")(["a red circle"], context_length=12)[0].shape == (1, 12)
+    assert tokenizer(["a red circle"], context_length=12)[0].shape[1] < 12  # default: pad to the longest

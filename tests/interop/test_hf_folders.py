@@ -13,10 +13,26 @@ import polymodal
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.fixture(scope="module")
-def hf_folder(tokenizer, tmp_path_factory):
+def save_clip(tokenizer, text, vision, folder):
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval()
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        folder
+    )
+    return model
+
+
+def save_siglip(tokenizer, text, vision, folder):
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
+
+    model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).eval()
+    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return model
+
+
+@pytest.fixture(scope="module", params=[save_clip, save_siglip], ids=["clip", "siglip"])
+def hf_folder(request, tokenizer, tmp_path_factory):
     torch.manual_seed(0)
     text = dict(
         vocab_size=512,
@@ -37,33 +53,29 @@ def hf_folder(tokenizer, tmp_path_factory):
         image_size=32,
         patch_size=8,
     )
-    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval()
-    folder = tmp_path_factory.mktemp("hf") / "tiny-clip-hf"
+    folder = tmp_path_factory.mktemp("hf") / f"tiny-{request.param.__name__}"
+    folder.mkdir()
+    model = request.param(tokenizer, text, vision, folder)
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
-        folder
-    )
     return folder, model
 
 
-def test_load_transformers_folder_matches_transformers(hf_folder, tokenizer):
-    from transformers import CLIPImageProcessor
+def test_load_transformers_folder_matches_transformers(hf_folder):
+    from transformers import AutoImageProcessor
 
     folder, hf = hf_folder
     pipeline = polymodal.load(folder)
-    assert pipeline.image_processor.config.resize_mode == "shortest_crop"  # from preprocessor_config.json
+    siglip = hf.config.model_type == "siglip"
+    # preprocessing comes from the checkpoint's preprocessor_config.json
+    assert pipeline.image_processor.config.resize_mode == ("squash" if siglip else "shortest_crop")
+    assert pipeline.tokenizer.pad_to_context_length == siglip
     texts = ["a red circle", "two shapes: a blue star left of a red cross"]
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
-    ids, mask = tokenizer(texts, context_length=32)
+    ids, mask = pipeline.tokenizer(texts, context_length=32)
+    pixels = AutoImageProcessor.from_pretrained(folder)(images=image, return_tensors="pt").pixel_values
     with torch.no_grad():
-        ref = hf(
-            input_ids=ids,
-            attention_mask=mask.long(),
-            pixel_values=CLIPImageProcessor.from_pretrained(folder)(
-                images=image, return_tensors="pt"
-            ).pixel_values,
-        )
+        ref = hf(input_ids=ids, attention_mask=None if siglip else mask.long(), pixel_values=pixels)
     np.testing.assert_allclose(pipeline.embed_text(texts), ref.text_embeds.numpy(), atol=1e-4)
     np.testing.assert_allclose(pipeline.embed_image([image]), ref.image_embeds.numpy(), atol=1e-4)
 

@@ -36,6 +36,8 @@ class TextTokenizer:
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
         self.context_length = context_length
+        # True: pad every text to context_length and attend to the padding, as SigLIP was trained
+        self.pad_to_context_length = False
         self._pad_id = pad_id if pad_id is not None else _find_pad_id(tokenizer)
         wrapped = tokenizer.encode("")  # the post-processor's specials alone: [BOS, EOS] or [CLS, SEP]
         ids = wrapped.ids
@@ -87,7 +89,9 @@ class TextTokenizer:
         pad_id = config.get("pad_id")
         if pad_id is None and isinstance(config.get("pad_token"), str):
             pad_id = tok.token_to_id(config["pad_token"])
-        return cls(tok, context_length=context_length, pad_id=pad_id)
+        out = cls(tok, context_length=context_length, pad_id=pad_id)
+        out.pad_to_context_length = bool(config.get("pad_to_context_length", False))
+        return out
 
     def save(self, directory: str | Path) -> Path:
         """Write ``tokenizer.json`` and ``tokenizer_config.json`` into ``directory``; returns the folder."""
@@ -99,6 +103,7 @@ class TextTokenizer:
             "pad_id": self.pad_id,
             "pad_token": self.tokenizer.id_to_token(self.pad_id),
             "vocab_size": self.vocab_size,
+            "pad_to_context_length": self.pad_to_context_length,
         }
         (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         return directory
@@ -144,7 +149,11 @@ class TextTokenizer:
             truncate_ids(e.ids, length, keep_last=bool(e.special_tokens_mask and e.special_tokens_mask[-1]))
             for e in encodings
         ]
-        return pad_token_ids(sequences, self.pad_id, max_length=length)
+        ids, mask = pad_token_ids(sequences, self.pad_id, max_length=length)
+        if self.pad_to_context_length:  # SigLIP: fixed-length texts whose padding the model attends to
+            ids = torch.nn.functional.pad(ids, (0, length - ids.shape[1]), value=self.pad_id)
+            mask = torch.ones_like(ids, dtype=torch.bool)
+        return ids, mask
 
     def decode(self, ids: Sequence[int] | torch.Tensor | np.ndarray) -> str:
         """Text of one id sequence, special and padding tokens dropped."""

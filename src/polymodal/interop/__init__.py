@@ -12,8 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-# model_type -> what polymodal builds from it
-SUPPORTED = {"clip": "dual encoder (polymodal ViT + text transformer)"}
+# model_type -> (transformers class, converter, texts padded to the full context, what polymodal builds)
+FAMILIES = {
+    "clip": ("CLIPModel", "polymodal.interop.clip:convert_clip", False, "dual encoder: ViT + causal text"),
+    "siglip": ("SiglipModel", "polymodal.interop.siglip:convert_siglip", True, "dual encoder, sigmoid loss"),
+}
+SUPPORTED = {kind: family[3] for kind, family in FAMILIES.items()}
 HUB_FILES = [
     "config.json",
     "*.safetensors",
@@ -107,15 +111,20 @@ def load_hf_folder(folder: Path, device: str = "cpu"):
             f"{folder} holds a {kind!r} checkpoint ({(hf_config or {}).get('architectures')}); "
             f"polymodal converts: {supported}"
         )
-    from transformers import CLIPModel
+    import importlib
 
-    from polymodal.interop.clip import convert_clip
+    import transformers
+
     from polymodal.pipelines import pipeline_for
 
-    hf_model = CLIPModel.from_pretrained(folder, local_files_only=True, use_safetensors=True)
-    model, spec = convert_clip(hf_model, name=folder.name)
+    class_name, converter, pad_to_context, _ = FAMILIES[kind]
+    module, function = converter.split(":")
+    hf_class = getattr(transformers, class_name)
+    hf_model = hf_class.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+    model, spec = getattr(importlib.import_module(module), function)(hf_model, name=folder.name)
     spec.image_processor = _image_processor(folder, spec.model["image"]["image_size"])
     tokenizer = _tokenizer(folder, spec.model["text"]["context_length"])
+    tokenizer.pad_to_context_length = pad_to_context
     return pipeline_for(spec, model, None, device=device, tokenizer=tokenizer)
 
 

