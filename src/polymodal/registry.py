@@ -24,7 +24,7 @@ ENCODERS: dict[str, tuple[str, str]] = {
     "vit": ("polymodal.modules.vision:ViTConfig", "polymodal.modules.vision:VisionTransformer"),
     "cnn": ("polymodal.modules.cnn:CNNConfig", "polymodal.modules.cnn:ConvEncoder"),
     "transformer": ("polymodal.modules.text:TextConfig", "polymodal.modules.text:TextTransformer"),
-    "hf_text": ("polymodal.modules.text:HFTextConfig", "polymodal.modules.text:HFTextEncoder"),
+    "hf_text": ("polymodal.modules.text:HFTextConfig", "polymodal.interop.bert:build_pretrained_text"),
 }
 ARCHITECTURES: dict[str, tuple[str, str]] = {
     "dual_encoder": (

@@ -95,7 +95,7 @@ class Attention(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm block: x + attn(ln(x)), then x + mlp(ln(x))."""
+    """Pre-norm block: x + attn(ln(x)), then x + mlp(ln(x)); or post-norm (BERT): ln(x + attn(x)), ln(x + mlp(x))."""
 
     def __init__(
         self,
@@ -105,6 +105,7 @@ class TransformerBlock(nn.Module):
         dropout: float = 0.0,
         act: str = "gelu",
         norm_eps: float = 1e-5,
+        norm_first: bool = True,
     ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
@@ -112,14 +113,18 @@ class TransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = MLP(dim, int(dim * mlp_ratio), act=act, dropout=dropout)
         self.drop = nn.Dropout(dropout)
+        self.norm_first = norm_first
 
     def forward(self, x: Tensor, mask: Tensor | None = None, causal: bool = False) -> Tensor:
+        if not self.norm_first:
+            x = self.norm1(x + self.drop(self.attn(x, mask=mask, causal=causal)))
+            return self.norm2(x + self.mlp(x))
         x = x + self.drop(self.attn(self.norm1(x), mask=mask, causal=causal))
         return x + self.mlp(self.norm2(x))
 
 
 class Transformer(nn.Module):
-    """A stack of pre-norm transformer blocks sharing one mask."""
+    """A stack of transformer blocks sharing one mask."""
 
     def __init__(
         self,
@@ -130,15 +135,17 @@ class Transformer(nn.Module):
         dropout: float = 0.0,
         act: str = "gelu",
         norm_eps: float = 1e-5,
+        norm_first: bool = True,
     ):
         super().__init__()
         self.blocks = nn.ModuleList(
-            TransformerBlock(dim, heads, mlp_ratio, dropout, act, norm_eps) for _ in range(depth)
+            TransformerBlock(dim, heads, mlp_ratio, dropout, act, norm_eps, norm_first) for _ in range(depth)
         )
 
     @classmethod
     def from_config(cls, config) -> Transformer:
-        """Build from any encoder config with width, depth, heads, mlp_ratio, dropout, act and norm_eps."""
+        """Build from an encoder config with width, depth, heads, mlp_ratio, dropout, act, norm_eps
+        (and optionally norm_first)."""
         return cls(
             config.width,
             config.depth,
@@ -147,6 +154,7 @@ class Transformer(nn.Module):
             config.dropout,
             config.act,
             config.norm_eps,
+            getattr(config, "norm_first", True),
         )
 
     def forward(self, x: Tensor, mask: Tensor | None = None, causal: bool = False) -> Tensor:

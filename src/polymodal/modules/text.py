@@ -65,6 +65,10 @@ class TextConfig:
     causal: bool = False  # causal self-attention (OpenAI CLIP's text tower is causal)
     pool: str = "eos"  # eos | mean | first | last
     norm_eps: float = 1e-5  # LayerNorm epsilon
+    norm_first: bool = True  # pre-norm blocks; False = post-norm (BERT)
+    embed_norm: bool = False  # LayerNorm on the embeddings (BERT)
+    final_norm: bool = True  # LayerNorm after the last block (pre-norm models have one, BERT does not)
+    frozen: bool = False  # weights not trained (a pretrained tower kept fixed, LiT-style)
 
     def validate(self) -> None:
         if self.width % self.heads:
@@ -83,9 +87,13 @@ class TextTransformer(nn.Module):
         self.token_embed = nn.Embedding(config.vocab_size, config.width)
         self.pos_embed = nn.Parameter(torch.zeros(1, config.context_length, config.width))
         self.blocks = Transformer.from_config(config)
-        self.norm = nn.LayerNorm(config.width, eps=config.norm_eps)
+        self.embed_norm = (
+            nn.LayerNorm(config.width, eps=config.norm_eps) if config.embed_norm else nn.Identity()
+        )
+        self.norm = nn.LayerNorm(config.width, eps=config.norm_eps) if config.final_norm else nn.Identity()
         init_weights(self)
         nn.init.normal_(self.pos_embed, std=0.01)
+        self.requires_grad_(not config.frozen)
 
     def forward_features(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         _check_tokens(input_ids, attention_mask, self.config.context_length)
@@ -93,7 +101,7 @@ class TextTransformer(nn.Module):
             raise ValueError(
                 f"token ids must lie in [0, {self.config.vocab_size}); is the tokenizer the model's own?"
             )
-        x = self.token_embed(input_ids) + self.pos_embed[:, : input_ids.shape[1]]
+        x = self.embed_norm(self.token_embed(input_ids) + self.pos_embed[:, : input_ids.shape[1]])
         x = self.blocks(x, mask=padding_to_attn_mask(attention_mask), causal=self.config.causal)
         return self.norm(x)
 
