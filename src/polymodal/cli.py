@@ -28,11 +28,10 @@ def fail(message: str) -> None:
 
 def _load(model: str):
     from polymodal.hub import load
-    from polymodal.interop import UnsupportedCheckpointError
 
     try:
         return load(model)
-    except (FileNotFoundError, UnsupportedCheckpointError) as e:
+    except (FileNotFoundError, ValueError) as e:  # missing, unsupported, corrupt or misconfigured models
         fail(str(e))
 
 

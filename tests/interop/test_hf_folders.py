@@ -104,6 +104,10 @@ def test_unsupported_and_incomplete_checkpoints_are_explained(hf_folder, tmp_pat
         UnsupportedCheckpointError, match=r"'t5' checkpoint \(\['T5Model'\]\); polymodal converts: clip"
     ):
         polymodal.load(tmp_path / "t5")
+    corrupt = shutil.copytree(hf_folder[0], tmp_path / "corrupt")
+    (corrupt / "model.safetensors").write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError, match=r"cannot read the (clip|siglip) checkpoint in .*SafetensorError"):
+        polymodal.load(corrupt)
     partial = shutil.copytree(hf_folder[0], tmp_path / "partial")
     (partial / "preprocessor_config.json").unlink()
     with pytest.raises(FileNotFoundError, match="no preprocessor_config.json"):

@@ -115,12 +115,17 @@ def load_hf_folder(folder: Path, device: str = "cpu"):
 
     import transformers
 
+    from polymodal.modules.text import quiet_transformers
     from polymodal.pipelines import pipeline_for
 
     class_name, converter, pad_to_context, _ = FAMILIES[kind]
     module, function = converter.split(":")
     hf_class = getattr(transformers, class_name)
-    hf_model = hf_class.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+    try:
+        with quiet_transformers():
+            hf_model = hf_class.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+    except Exception as e:  # transformers and safetensors raise many types for a bad file
+        raise ValueError(f"cannot read the {kind} checkpoint in {folder}: {type(e).__name__}: {e}") from None
     model, spec = getattr(importlib.import_module(module), function)(hf_model, name=folder.name)
     spec.image_processor = _image_processor(folder, spec.model["image"]["image_size"])
     tokenizer = _tokenizer(folder, spec.model["text"]["context_length"])
