@@ -27,7 +27,6 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 from peak import count_flops, measure_matmul_peak  # noqa: E402
-
 from polymodal.inference import encode_images, encode_texts, prepare_for_inference  # noqa: E402
 
 TEXT = dict(
@@ -75,7 +74,10 @@ def build_models():
     poly, _ = convert_clip(clip)
     vision = CLIPVisionModelWithProjection(config.vision_config).eval()
     text = CLIPTextModelWithProjection(config.text_config).eval()
-    for tower, body, proj in ((vision, "vision_model", "visual_projection"), (text, "text_model", "text_projection")):
+    for tower, body, proj in (
+        (vision, "vision_model", "visual_projection"),
+        (text, "text_model", "text_projection"),
+    ):
         state = {f"{body}.{k}": v for k, v in getattr(clip, body).state_dict().items()}
         state |= {f"{proj}.{k}": v for k, v in getattr(clip, proj).state_dict().items()}
         tower.load_state_dict(state, strict=True)
@@ -147,7 +149,9 @@ def report(title: str, variants: list[Variant], batch: int, flops: int, peaks: d
     seconds = time_round_robin(variants, repeats)
     rate = {name: batch / s for name, s in seconds.items()}
     baseline = {v.precision: rate[v.name] for v in variants if v.is_reference}
-    print(f"{'variant':<28}{'items/s':>9}{'vs hf same':>11}{'vs hf bf16':>11}{'peak frac':>10}{'min cos':>10}")
+    print(
+        f"{'variant':<28}{'items/s':>9}{'vs hf same':>11}{'vs hf bf16':>11}{'peak frac':>10}{'min cos':>10}"
+    )
     for v in variants:
         same = rate[v.name] / baseline[v.precision] if v.precision in baseline else float("nan")
         fraction = flops / seconds[v.name] / 1e9 / peaks[v.precision]
@@ -166,7 +170,9 @@ def report(title: str, variants: list[Variant], batch: int, flops: int, peaks: d
 
 
 def vision_variants(poly, hf_vision, batch: int, compile: bool) -> tuple[list[Variant], int]:
-    pixels = torch.randn(batch, 3, VISION["image_size"], VISION["image_size"], generator=torch.Generator().manual_seed(0))
+    pixels = torch.randn(
+        batch, 3, VISION["image_size"], VISION["image_size"], generator=torch.Generator().manual_seed(0)
+    )
     hf_bf16 = copy.deepcopy(hf_vision).to(torch.bfloat16)
     pixels_bf16 = pixels.bfloat16()
     variants = [
@@ -184,8 +190,18 @@ def text_variants(poly, hf_text, batch: int, compile: bool) -> tuple[list[Varian
     hf_bf16 = copy.deepcopy(hf_text).to(torch.bfloat16)
     mask_long = mask.long()
     variants = [
-        Variant("transformers fp32", "fp32", lambda: hf_text(input_ids=ids, attention_mask=mask_long).text_embeds, True),
-        Variant("transformers bf16", "bf16", lambda: hf_bf16(input_ids=ids, attention_mask=mask_long).text_embeds, True),
+        Variant(
+            "transformers fp32",
+            "fp32",
+            lambda: hf_text(input_ids=ids, attention_mask=mask_long).text_embeds,
+            True,
+        ),
+        Variant(
+            "transformers bf16",
+            "bf16",
+            lambda: hf_bf16(input_ids=ids, attention_mask=mask_long).text_embeds,
+            True,
+        ),
     ]
     variants += polymodal_variants(poly, lambda m: encode_texts(m, ids, mask), compile)
     with torch.inference_mode():
@@ -194,7 +210,9 @@ def text_variants(poly, hf_text, batch: int, compile: bool) -> tuple[list[Varian
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per variant (median)")
     parser.add_argument("--image-batch", type=int, default=32)
     parser.add_argument("--text-batch", type=int, default=64)

@@ -97,7 +97,10 @@ class TextTransformer(nn.Module):
 
     def forward_features(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         _check_tokens(input_ids, attention_mask, self.config.context_length)
-        if int(input_ids.max()) >= self.config.vocab_size or int(input_ids.min()) < 0:
+        # the range check syncs and would split a compiled graph: checked in eager mode only
+        if not torch.compiler.is_compiling() and (
+            int(input_ids.max()) >= self.config.vocab_size or int(input_ids.min()) < 0
+        ):
             raise ValueError(
                 f"token ids must lie in [0, {self.config.vocab_size}); is the tokenizer the model's own?"
             )
