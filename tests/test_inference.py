@@ -107,3 +107,19 @@ def test_an_unknown_precision_is_refused_with_the_choices(model):
 def test_compile_keeps_the_state_dict_keys(model):
     fast = prepare_for_inference(copy.deepcopy(model), "bf16", compile=True)
     assert fast.state_dict().keys() == model.state_dict().keys()
+
+
+def test_load_with_precision_keeps_the_pipeline_api(tiny_model_dir, tmp_path):
+    import numpy as np
+
+    import polymodal
+
+    fp32 = polymodal.load(tiny_model_dir)
+    texts = ["a red circle", "the number three"]
+    for precision, bound in (("bf16", 0.99), ("int8", 0.98)):
+        fast = polymodal.load(tiny_model_dir, precision=precision)
+        cos = (fast.embed_text(texts) * fp32.embed_text(texts)).sum(axis=1)
+        assert cos.min() > bound and fast.embed_text(texts).dtype == np.float32
+        assert sum(fast.classify([np.zeros((32, 32, 3), np.uint8)], ["red", "blue"])[0].values()) > 0.99
+    with pytest.raises(ValueError, match="int8-quantised model is not saved"):
+        fast.save(tmp_path / "nope")

@@ -17,7 +17,10 @@ app = typer.Typer(
     add_completion=False,
 )
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Bundled model name or model folder.")]
+ModelOpt = Annotated[
+    str, typer.Option("--model", "-m", help="Bundled name, model folder or Hugging Face id.")
+]
+PrecisionOpt = Annotated[str, typer.Option(help="Inference precision: fp32 | bf16 | int8.")]
 
 
 def fail(message: str) -> None:
@@ -26,11 +29,11 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _load(model: str):
+def _load(model: str, precision: str = "fp32"):
     from polymodal.hub import load
 
     try:
-        return load(model)
+        return load(model, precision=precision)
     except (FileNotFoundError, ValueError) as e:  # missing, unsupported, corrupt or misconfigured models
         fail(str(e))
 
@@ -83,13 +86,14 @@ def eval_cmd(
     task: Annotated[str, typer.Argument(help="digits-zeroshot | shapes-zeroshot | shapes-retrieval")],
     n: Annotated[int | None, typer.Option(help="Evaluate on the first N samples only.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    precision: PrecisionOpt = "fp32",
 ) -> None:
     """Evaluate a model on a named task."""
     from polymodal.eval.tasks import TASKS, run_task
 
     if task not in TASKS:
         fail(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
-    result = run_task(_load(model), task, n=n)
+    result = run_task(_load(model, precision), task, n=n)
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -111,13 +115,14 @@ def embed(
     model: ModelOpt = "tiny-clip",
     images: Annotated[bool, typer.Option("--images", help="Treat inputs as image files.")] = False,
     out: Annotated[Path | None, typer.Option(help="Write a .npy file instead of printing JSON.")] = None,
+    precision: PrecisionOpt = "fp32",
 ) -> None:
     """Embed texts or images; prints JSON lists or writes a .npy array."""
     import numpy as np
 
     from polymodal.data.images import ImageLoadError
 
-    pipeline = _load(model)
+    pipeline = _load(model, precision)
     try:
         vectors = pipeline.embed_image(inputs) if images else pipeline.embed_text(inputs)
     except ImageLoadError as e:
@@ -135,12 +140,13 @@ def index(
     out: Annotated[Path, typer.Option(help="Index folder to write.")] = Path("index"),
     model: ModelOpt = "tiny-clip",
     kind: Annotated[str, typer.Option(help="flat (exact) | hnsw (approximate, large galleries)")] = "flat",
+    precision: PrecisionOpt = "fp32",
 ) -> None:
     """Embed every image in a folder and save a FAISS index with its metadata. Bad files are skipped."""
     from polymodal.search import build_folder_index
 
     try:
-        report = build_folder_index(_load(model), folder, out, kind=kind)
+        report = build_folder_index(_load(model, precision), folder, out, kind=kind)
     except FileNotFoundError as e:
         fail(str(e))
     typer.echo(report)

@@ -120,12 +120,25 @@ def load_folder(folder: Path, device: str = "cpu"):
     return pipeline_for(spec, model, folder, device=device)
 
 
-def load(name_or_path: str | os.PathLike, device: str = "cpu"):
+def load(
+    name_or_path: str | os.PathLike, device: str = "cpu", precision: str = "fp32", compile: bool = False
+):
     """Load a model and return its pipeline (e.g. a ``DualEncoderPipeline``).
 
     ``name_or_path``: a bundled name, a polymodal model folder, a transformers checkpoint folder (converted
     on load), or a Hugging Face hub id (from the local cache, or downloaded when online).
+    ``precision`` ("fp32" | "bf16" | "int8") and ``compile`` prepare the model for fast inference
+    (:func:`polymodal.inference.prepare_for_inference`).
     """
+    pipeline = _load_pipeline(name_or_path, device)
+    if precision != "fp32" or compile:
+        from polymodal.inference import prepare_for_inference
+
+        prepare_for_inference(pipeline.model, precision, compile=compile)
+    return pipeline
+
+
+def _load_pipeline(name_or_path: str | os.PathLike, device: str):
     from polymodal import interop
 
     if interop.is_hub_id(name_or_path) and not (PRETRAINED_DIR / str(name_or_path)).is_dir():

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from polymodal.inference import encode_images, encode_texts
 from polymodal.registry import ModelSpec
 
 DEFAULT_TEMPLATES = ("a photo of a {}.", "{}")
@@ -57,9 +58,7 @@ class DualEncoderPipeline:
         out = [np.zeros((0, self.embed_dim), np.float32)]
         for chunk in _batches(list(texts), batch_size):
             ids, mask = self.tokenizer(list(chunk), context_length=self.context_length)
-            out.append(
-                self.model.encode_text(ids.to(self.device), mask.to(self.device)).float().cpu().numpy()
-            )
+            out.append(encode_texts(self.model, ids.to(self.device), mask.to(self.device)).cpu().numpy())
         return np.concatenate(out)
 
     @torch.inference_mode()
@@ -75,7 +74,7 @@ class DualEncoderPipeline:
         out = [np.zeros((0, self.embed_dim), np.float32)]
         for chunk in _batches(list(images), batch_size):
             pixels = self.image_processor([load_image(x) for x in chunk]).to(self.device)
-            out.append(self.model.encode_image(pixels).float().cpu().numpy())
+            out.append(encode_images(self.model, pixels).cpu().numpy())  # casts to the model's dtype
         return np.concatenate(out)
 
     def text_classifier(self, labels: Sequence[str], templates: Sequence[str] | None = None) -> np.ndarray:
@@ -95,7 +94,7 @@ class DualEncoderPipeline:
         probs = zeroshot_predict(
             self.embed_image(images),
             self.text_classifier(labels, templates),
-            logit_scale=float(self.model.scale().detach()),
+            logit_scale=float(self.model.scale().detach().float()),
         )
         return [dict(zip(labels, map(float, row), strict=True)) for row in probs]
 
@@ -117,6 +116,12 @@ class DualEncoderPipeline:
         from polymodal.atomic import write_folder_atomic
         from polymodal.config import save_json
         from polymodal.hub import CONFIG_FILE, WEIGHTS_FILE, save_weights, spec_to_json
+        from polymodal.inference import Int8Linear
+
+        if any(isinstance(m, Int8Linear) for m in self.model.modules()):
+            raise ValueError(
+                "an int8-quantised model is not saved: save the fp32 model; int8 is applied at load"
+            )
 
         def write(folder: Path) -> None:
             save_json(spec_to_json(self.current_spec()), folder / CONFIG_FILE)
