@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import Tensor
 
-from polymodal.interop.layers import encoder_layers, transformer_sizes
+from polymodal.interop.layers import build_converted, encoder_layers, transformer_sizes
 from polymodal.registry import ModelSpec
 
 
@@ -93,10 +93,6 @@ def convert_clip_state(state: dict[str, Tensor], spec: ModelSpec) -> dict[str, T
 
 def convert_clip(hf_model, name: str = ""):
     """A ``transformers.CLIPModel`` -> (polymodal DualEncoder with its weights, ModelSpec)."""
-    from polymodal.hub import load_state
-    from polymodal.registry import build_model
-
     spec = clip_spec(hf_model.config.to_dict(), name=name)
-    model = build_model(spec)
-    load_state(model, convert_clip_state(hf_model.state_dict(), spec), source="the CLIP checkpoint")
-    return model.eval(), spec
+    state = convert_clip_state(hf_model.state_dict(), spec)
+    return build_converted(spec, state, source="the CLIP checkpoint"), spec

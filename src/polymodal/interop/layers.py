@@ -43,3 +43,13 @@ def encoder_layers(state: dict[str, Tensor], src: str, dst: str, depth: int) -> 
             out[f"{d}.mlp.fc1.{part}"] = state[f"{s}.mlp.fc1.{part}"]
             out[f"{d}.mlp.fc2.{part}"] = state[f"{s}.mlp.fc2.{part}"]
     return out
+
+
+def build_converted(spec, state: dict[str, Tensor], source: str):
+    """Build the model described by ``spec`` and load converted weights into it (keys checked); eval mode."""
+    from polymodal.hub import load_state
+    from polymodal.registry import build_model
+
+    model = build_model(spec)
+    load_state(model, state, source=source)
+    return model.eval()

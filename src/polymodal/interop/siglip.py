@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import Tensor
 
-from polymodal.interop.layers import encoder_layers, transformer_sizes
+from polymodal.interop.layers import build_converted, encoder_layers, transformer_sizes
 from polymodal.registry import ModelSpec
 
 
@@ -98,10 +98,6 @@ def convert_siglip_state(state: dict[str, Tensor], spec: ModelSpec) -> dict[str,
 
 def convert_siglip(hf_model, name: str = ""):
     """A ``transformers.SiglipModel`` -> (polymodal DualEncoder with its weights, ModelSpec)."""
-    from polymodal.hub import load_state
-    from polymodal.registry import build_model
-
     spec = siglip_spec(hf_model.config.to_dict(), name=name)
-    model = build_model(spec)
-    load_state(model, convert_siglip_state(hf_model.state_dict(), spec), source="the SigLIP checkpoint")
-    return model.eval(), spec
+    state = convert_siglip_state(hf_model.state_dict(), spec)
+    return build_converted(spec, state, source="the SigLIP checkpoint"), spec
