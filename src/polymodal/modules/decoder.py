@@ -1,0 +1,223 @@
+"""polymodal's own causal decoder language model (GPT-2 layout) with a key/value cache for generation.
+
+Blocks reuse the shared ``Attention`` weight layout (fused ``qkv`` + ``proj``) and ``MLP``; only the
+attention call differs, so cached keys/values can be prepended before ``F.scaled_dot_product_attention``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from polymodal.config import ConfigError
+from polymodal.modules.layers import ACTIVATIONS, MLP, Attention, init_weights
+
+
+@dataclass
+class DecoderConfig:
+    type: str = "decoder"  # registry key of the model builder
+    vocab_size: int = 1024  # token embedding rows and logits per position
+    context_length: int = 64  # maximum positions (prompt + generated tokens)
+    width: int = 128  # token width
+    depth: int = 4  # transformer blocks
+    heads: int = 4  # attention heads
+    mlp_ratio: float = 4.0  # MLP hidden size / width
+    dropout: float = 0.0  # dropout on embeddings, attention and MLP
+    act: str = "gelu_tanh"  # gelu | gelu_tanh | quick_gelu (GPT-2 uses gelu_tanh)
+    norm_eps: float = 1e-5  # LayerNorm epsilon
+    tie_embeddings: bool = True  # LM head shares the token embedding matrix
+    bias: bool = True  # biases in the attention and MLP linear layers
+
+    def validate(self) -> None:
+        if self.width % self.heads:
+            raise ConfigError(f"DecoderConfig: width {self.width} is not divisible by heads {self.heads}")
+        if self.act not in ACTIVATIONS:
+            raise ConfigError(f"DecoderConfig: act must be one of {sorted(ACTIVATIONS)}, got {self.act!r}")
+        for name in ("vocab_size", "context_length", "width", "depth", "heads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"DecoderConfig: {name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"DecoderConfig: dropout must lie in [0, 1), got {self.dropout}")
+
+
+class KVCache:
+    """Per-layer keys and values (B, heads, T, head_dim), grown by concatenation, plus the keep-mask (B, T)
+    of every cached position so later steps know which past positions are padding."""
+
+    def __init__(self, depth: int):
+        self.keys: list[Tensor | None] = [None] * depth
+        self.values: list[Tensor | None] = [None] * depth
+        self.mask: Tensor | None = None  # (B, T) bool over all cached positions
+
+    @property
+    def length(self) -> int:
+        """Number of cached positions."""
+        return 0 if self.keys[0] is None else self.keys[0].shape[2]
+
+    def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Add this step's keys/values to ``layer`` and return the full (past + new) keys and values."""
+        if self.keys[layer] is not None:
+            k = torch.cat([self.keys[layer], k], dim=2)
+            v = torch.cat([self.values[layer], v], dim=2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+    def reorder(self, index: Tensor) -> None:
+        """Select/duplicate batch rows (beam search): row i becomes old row ``index[i]``."""
+        self.keys = [None if k is None else k.index_select(0, index) for k in self.keys]
+        self.values = [None if v is None else v.index_select(0, index) for v in self.values]
+        if self.mask is not None:
+            self.mask = self.mask.index_select(0, index)
+
+
+def cached_self_attention(
+    attn: Attention, x: Tensor, mask: Tensor | None, cache: KVCache | None, layer: int
+) -> Tensor:
+    """Causal self-attention with ``attn``'s weights; ``mask`` (B, 1, T, past + T) bool or None = plain causal."""
+    b, t, c = x.shape
+    q, k, v = (attn._split_heads(z) for z in attn.qkv(x).chunk(3, dim=-1))  # each (B, nh, T, hd)
+    if cache is not None:
+        k, v = cache.append(layer, k, v)
+    dropout = attn.dropout if attn.training else 0.0
+    if mask is None:  # no padding and no offset: plain causal, or one new token that sees every cached one
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=t > 1)
+    else:
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+    return attn.proj(y.transpose(1, 2).reshape(b, t, c))  # (B, T, C)
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm block: x + attn(ln(x)), then x + mlp(ln(x)), with cache-aware causal attention."""
+
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        w = config.width
+        self.norm1 = nn.LayerNorm(w, eps=config.norm_eps)
+        self.attn = Attention(w, config.heads, dropout=config.dropout, bias=config.bias)
+        self.norm2 = nn.LayerNorm(w, eps=config.norm_eps)
+        self.mlp = MLP(w, int(w * config.mlp_ratio), act=config.act, dropout=config.dropout)
+        if not config.bias:
+            self.mlp.fc1 = nn.Linear(w, self.mlp.fc1.out_features, bias=False)
+            self.mlp.fc2 = nn.Linear(self.mlp.fc2.in_features, w, bias=False)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None, cache: KVCache | None, layer: int) -> Tensor:
+        x = x + self.drop(cached_self_attention(self.attn, self.norm1(x), mask, cache, layer))
+        return x + self.mlp(self.norm2(x))
+
+
+def _full_keep_mask(
+    attention_mask: Tensor | None, cache: KVCache | None, b: int, t: int, device
+) -> Tensor | None:
+    """The (B, past + T) keep-mask over cached and new positions, or None when nothing is padded.
+
+    ``attention_mask`` may cover only the new tokens (B, T) or the whole sequence (B, past + T)."""
+    past = 0 if cache is None else cache.length
+    past_mask = None if cache is None else cache.mask
+    if attention_mask is None and past_mask is None:
+        return None
+    if attention_mask is None:
+        new = torch.ones(b, t, dtype=torch.bool, device=device)
+    elif attention_mask.dim() == 2 and attention_mask.shape == (b, t):
+        new = attention_mask.bool()
+    elif attention_mask.dim() == 2 and attention_mask.shape == (b, past + t):
+        new = attention_mask.bool()[:, past:]
+    else:
+        raise ValueError(
+            f"attention_mask shape {tuple(attention_mask.shape)} fits neither the new tokens ({b}, {t}) "
+            f"nor the whole sequence ({b}, {past + t})"
+        )
+    if past and past_mask is None:
+        past_mask = torch.ones(b, past, dtype=torch.bool, device=device)
+    return new if not past else torch.cat([past_mask, new], dim=1)
+
+
+def _attention_mask(keep: Tensor, t: int) -> Tensor:
+    """(B, L) keep-mask -> (B, 1, T, L) causal + padding mask for the last T positions.
+
+    Each query may always see itself, so rows of padding queries are never fully masked (which would give
+    NaNs that leak through 0 * NaN into later layers)."""
+    length = keep.shape[1]
+    past = length - t
+    query_pos = torch.arange(past, length, device=keep.device)[:, None]  # (T, 1)
+    key_pos = torch.arange(length, device=keep.device)[None, :]  # (1, L)
+    causal = key_pos <= query_pos  # (T, L)
+    return (keep[:, None, None, :] & causal) | (key_pos == query_pos)
+
+
+class CausalLM(nn.Module):
+    """Token + learned position embeddings, pre-norm causal blocks, final LayerNorm, (tied) LM head."""
+
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.token_embed = nn.Embedding(config.vocab_size, config.width)
+        self.pos_embed = nn.Embedding(config.context_length, config.width)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.depth))
+        self.norm = nn.LayerNorm(config.width, eps=config.norm_eps)
+        self.lm_head = nn.Linear(config.width, config.vocab_size, bias=False)
+        init_weights(self)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.token_embed.weight
+
+    def new_cache(self) -> KVCache:
+        """An empty cache for incremental decoding with this model."""
+        return KVCache(self.config.depth)
+
+    def _embed(self, input_ids: Tensor | None, inputs_embeds: Tensor | None) -> Tensor:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("give exactly one of input_ids (B, T) or inputs_embeds (B, T, width)")
+        if inputs_embeds is not None:
+            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.width:
+                raise ValueError(
+                    f"inputs_embeds must be (batch, tokens, {self.config.width}), "
+                    f"got {tuple(inputs_embeds.shape)}"
+                )
+            return inputs_embeds
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}")
+        if not torch.compiler.is_compiling() and (
+            int(input_ids.max()) >= self.config.vocab_size or int(input_ids.min()) < 0
+        ):
+            raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}); is the tokenizer right?")
+        return self.token_embed(input_ids)
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        cache: KVCache | None = None,
+        inputs_embeds: Tensor | None = None,
+    ) -> Tensor:
+        """Logits (B, T, vocab) for the new tokens; the cache (if given) is extended in place.
+
+        Left padding is supported: positions count real tokens only, so a padded row gets the same logits
+        as the unpadded one. ``attention_mask`` covers the new tokens or the whole (cached + new) sequence."""
+        x = self._embed(input_ids, inputs_embeds)
+        b, t, _ = x.shape
+        past = 0 if cache is None else cache.length
+        if past + t > self.config.context_length:
+            raise ValueError(
+                f"{past + t} positions exceed the context length {self.config.context_length}; "
+                "shorten the prompt or generate fewer tokens"
+            )
+        keep = _full_keep_mask(attention_mask, cache, b, t, x.device)
+        if keep is None and past and t > 1:  # a chunk after cached tokens needs an offset causal mask
+            keep = torch.ones(b, past + t, dtype=torch.bool, device=x.device)
+        if keep is None:
+            positions = torch.arange(past, past + t, device=x.device).expand(b, t)
+            mask = None
+        else:
+            positions = (keep.long().cumsum(dim=1) - 1).clamp(min=0)[:, past:]  # (B, T) real-token index
+            mask = _attention_mask(keep, t)
+        x = self.drop(x + self.pos_embed(positions))
+        for layer, block in enumerate(self.blocks):
+            x = block(x, mask, cache, layer)
+        if cache is not None:
+            cache.mask = keep
+        return self.lm_head(self.norm(x))
