@@ -2,7 +2,8 @@
 
 from polymodal.data.worlds.digits import DigitsWorld
 from polymodal.data.worlds.shapes import ShapesWorld
+from polymodal.data.worlds.tones import TonesWorld
 
-WORLDS: dict[str, type] = {"shapes": ShapesWorld, "digits": DigitsWorld}
+WORLDS: dict[str, type] = {"shapes": ShapesWorld, "digits": DigitsWorld, "tones": TonesWorld}
 
-__all__ = ["WORLDS", "DigitsWorld", "ShapesWorld"]
+__all__ = ["WORLDS", "DigitsWorld", "ShapesWorld", "TonesWorld"]
