@@ -1,7 +1,9 @@
-"""polymodal's own causal decoder language model (GPT-2 layout) with a key/value cache for generation.
+"""polymodal's own causal decoder language model with a key/value cache for generation.
 
-Blocks reuse the shared ``Attention`` weight layout (fused ``qkv`` + ``proj``) and ``MLP``; only the
-attention call differs, so cached keys/values can be prepended before ``F.scaled_dot_product_attention``.
+The default layout is GPT-2 (LayerNorm, learned positions, GELU MLP); options switch to the Llama family
+(RMSNorm, rotary positions, SwiGLU MLP, grouped-query attention). Blocks reuse the shared ``Attention``
+weight layout (fused ``qkv`` + ``proj``); only the attention call differs, so cached keys/values can be
+prepended before ``F.scaled_dot_product_attention``.
 """
 
 from __future__ import annotations
@@ -27,9 +29,15 @@ class DecoderConfig:
     mlp_ratio: float = 4.0  # MLP hidden size / width
     dropout: float = 0.0  # dropout on embeddings, attention and MLP
     act: str = "gelu_tanh"  # gelu | gelu_tanh | quick_gelu (GPT-2 uses gelu_tanh)
-    norm_eps: float = 1e-5  # LayerNorm epsilon
+    norm_eps: float = 1e-5  # LayerNorm or RMSNorm epsilon
     tie_embeddings: bool = True  # LM head shares the token embedding matrix
     bias: bool = True  # biases in the attention and MLP linear layers
+    norm: str = "layernorm"  # layernorm | rmsnorm (Llama)
+    positions: str = "learned"  # learned (embedding table) | rotary (RoPE on queries and keys, Llama)
+    rope_theta: float = 10000.0  # rotary base; used only when positions = rotary
+    mlp: str = "gelu"  # gelu (fc1, act, fc2) | swiglu (down(silu(gate(x)) * up(x)), Llama)
+    mlp_hidden: int | None = None  # MLP hidden size; None = int(width * mlp_ratio)
+    kv_heads: int | None = None  # key/value heads for grouped-query attention; None = heads
 
     def validate(self) -> None:
         if self.width % self.heads:
@@ -41,6 +49,31 @@ class DecoderConfig:
                 raise ConfigError(f"DecoderConfig: {name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"DecoderConfig: dropout must lie in [0, 1), got {self.dropout}")
+        for name, choices in (("norm", NORMS), ("positions", POSITIONS), ("mlp", MLPS)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(
+                    f"DecoderConfig: {name} must be one of {choices}, got {getattr(self, name)!r}"
+                )
+        if self.kv_heads is not None and (self.kv_heads < 1 or self.heads % self.kv_heads):
+            raise ConfigError(
+                f"DecoderConfig: kv_heads {self.kv_heads} must be >= 1 and divide heads {self.heads}"
+            )
+        if self.positions == "rotary" and (self.width // self.heads) % 2:
+            raise ConfigError(
+                f"DecoderConfig: rotary positions need an even head size, got {self.width // self.heads}"
+            )
+        if self.mlp_hidden is not None and self.mlp_hidden < 1:
+            raise ConfigError(f"DecoderConfig: mlp_hidden must be >= 1 or None, got {self.mlp_hidden}")
+
+    @property
+    def hidden(self) -> int:
+        """The MLP hidden size."""
+        return self.mlp_hidden if self.mlp_hidden is not None else int(self.width * self.mlp_ratio)
+
+
+NORMS = ("layernorm", "rmsnorm")
+POSITIONS = ("learned", "rotary")
+MLPS = ("gelu", "swiglu")
 
 
 class KVCache:
@@ -73,39 +106,119 @@ class KVCache:
             self.mask = self.mask.index_select(0, index)
 
 
+def rotary_tables(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
+    """cos and sin (B, 1, T, head_dim) of absolute ``positions`` (B, T), in HF's rotate_half layout
+    (the frequencies repeated for both halves), computed in float32 like transformers does."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim)
+    angles = positions[..., None].float() * inv_freq  # (B, T, hd / 2)
+    angles = torch.cat([angles, angles], dim=-1)[:, None]  # (B, 1, T, hd)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: Tensor, rotary: tuple[Tensor, Tensor]) -> Tensor:
+    """Rotate (B, heads, T, hd) queries or keys by their positions' angles (rotate_half convention)."""
+    cos, sin = rotary
+    first, second = x.chunk(2, dim=-1)
+    rotated = torch.cat([-second, first], dim=-1)
+    return (x * cos.to(x.dtype)) + (rotated * sin.to(x.dtype))
+
+
+def _split_qkv(attn: Attention, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Queries (B, nh, T, hd) and keys/values (B, kv_heads, T, hd); kv_heads < nh under grouped-query
+    attention, read off the fused projection's size so the GPT-2 layout needs no extra attribute."""
+    b, t, _ = x.shape
+    q_dim = attn.heads * attn.head_dim
+    kv_dim = (attn.qkv.out_features - q_dim) // 2
+    q, k, v = attn.qkv(x).split([q_dim, kv_dim, kv_dim], dim=-1)
+    q = attn._split_heads(q)
+    k, v = (z.view(b, t, -1, attn.head_dim).transpose(1, 2) for z in (k, v))  # (B, kvh, T, hd)
+    return q, k, v
+
+
 def cached_self_attention(
-    attn: Attention, x: Tensor, mask: Tensor | None, cache: KVCache | None, layer: int
+    attn: Attention,
+    x: Tensor,
+    mask: Tensor | None,
+    cache: KVCache | None,
+    layer: int,
+    rotary: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
-    """Causal self-attention with ``attn``'s weights; ``mask`` (B, 1, T, past + T) bool or None = plain causal."""
-    b, t, c = x.shape
-    q, k, v = (attn._split_heads(z) for z in attn.qkv(x).chunk(3, dim=-1))  # each (B, nh, T, hd)
+    """Causal self-attention with ``attn``'s weights; ``mask`` (B, 1, T, past + T) bool or None = plain causal.
+
+    ``rotary`` (cos, sin) rotates the new queries and keys before caching, so cached keys keep their angles."""
+    b, t, _ = x.shape
+    q, k, v = _split_qkv(attn, x)
+    if rotary is not None:
+        q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
     if cache is not None:
         k, v = cache.append(layer, k, v)
     dropout = attn.dropout if attn.training else 0.0
+    gqa = k.shape[1] != q.shape[1]
     if mask is None:  # no padding and no offset: plain causal, or one new token that sees every cached one
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=t > 1)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=t > 1, enable_gqa=gqa)
     else:
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-    return attn.proj(y.transpose(1, 2).reshape(b, t, c))  # (B, T, C)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, enable_gqa=gqa)
+    return attn.proj(y.transpose(1, 2).reshape(b, t, -1))  # (B, T, C)
+
+
+class SwiGLU(nn.Module):
+    """Llama's gated MLP: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, dim: int, hidden: int, bias: bool, dropout: float = 0.0):
+        super().__init__()
+        self.gate = nn.Linear(dim, hidden, bias=bias)
+        self.up = nn.Linear(dim, hidden, bias=bias)
+        self.down = nn.Linear(hidden, dim, bias=bias)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.down(F.silu(self.gate(x)) * self.up(x)))
+
+
+def make_norm(config: DecoderConfig) -> nn.Module:
+    """LayerNorm or RMSNorm over the width, as the config says."""
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.width, eps=config.norm_eps)
+    return nn.LayerNorm(config.width, eps=config.norm_eps)
+
+
+def make_mlp(config: DecoderConfig) -> nn.Module:
+    """The block's feed-forward layer: GELU-style two-layer MLP or SwiGLU."""
+    w, hidden = config.width, config.hidden
+    if config.mlp == "swiglu":
+        return SwiGLU(w, hidden, config.bias, config.dropout)
+    mlp = MLP(w, hidden, act=config.act, dropout=config.dropout)
+    if not config.bias:
+        mlp.fc1 = nn.Linear(w, mlp.fc1.out_features, bias=False)
+        mlp.fc2 = nn.Linear(mlp.fc2.in_features, w, bias=False)
+    return mlp
 
 
 class DecoderBlock(nn.Module):
-    """Pre-norm block: x + attn(ln(x)), then x + mlp(ln(x)), with cache-aware causal attention."""
+    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x)), with cache-aware causal attention."""
 
     def __init__(self, config: DecoderConfig):
         super().__init__()
         w = config.width
-        self.norm1 = nn.LayerNorm(w, eps=config.norm_eps)
+        self.norm1 = make_norm(config)
         self.attn = Attention(w, config.heads, dropout=config.dropout, bias=config.bias)
-        self.norm2 = nn.LayerNorm(w, eps=config.norm_eps)
-        self.mlp = MLP(w, int(w * config.mlp_ratio), act=config.act, dropout=config.dropout)
-        if not config.bias:
-            self.mlp.fc1 = nn.Linear(w, self.mlp.fc1.out_features, bias=False)
-            self.mlp.fc2 = nn.Linear(self.mlp.fc2.in_features, w, bias=False)
+        kv_heads = config.kv_heads or config.heads
+        if kv_heads != config.heads:  # grouped-query: the fused projection holds fewer key/value heads
+            hd = w // config.heads
+            self.attn.qkv = nn.Linear(w, w + 2 * kv_heads * hd, bias=config.bias)
+        self.norm2 = make_norm(config)
+        self.mlp = make_mlp(config)
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: Tensor, mask: Tensor | None, cache: KVCache | None, layer: int) -> Tensor:
-        x = x + self.drop(cached_self_attention(self.attn, self.norm1(x), mask, cache, layer))
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None,
+        cache: KVCache | None,
+        layer: int,
+        rotary: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
+        x = x + self.drop(cached_self_attention(self.attn, self.norm1(x), mask, cache, layer, rotary))
         return x + self.mlp(self.norm2(x))
 
 
@@ -149,17 +262,18 @@ def _attention_mask(keep: Tensor, t: int) -> Tensor:
 
 
 class CausalLM(nn.Module):
-    """Token + learned position embeddings, pre-norm causal blocks, final LayerNorm, (tied) LM head."""
+    """Token (+ learned position) embeddings, pre-norm causal blocks, final norm, (tied) LM head."""
 
     def __init__(self, config: DecoderConfig):
         super().__init__()
         config.validate()
         self.config = config
         self.token_embed = nn.Embedding(config.vocab_size, config.width)
-        self.pos_embed = nn.Embedding(config.context_length, config.width)
+        if config.positions == "learned":
+            self.pos_embed = nn.Embedding(config.context_length, config.width)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.depth))
-        self.norm = nn.LayerNorm(config.width, eps=config.norm_eps)
+        self.norm = make_norm(config)
         self.lm_head = nn.Linear(config.width, config.vocab_size, bias=False)
         init_weights(self)
         if config.tie_embeddings:
@@ -215,9 +329,14 @@ class CausalLM(nn.Module):
         else:
             positions = (keep.long().cumsum(dim=1) - 1).clamp(min=0)[:, past:]  # (B, T) real-token index
             mask = _attention_mask(keep, t)
-        x = self.drop(x + self.pos_embed(positions))
+        rotary = None
+        if self.config.positions == "rotary":
+            rotary = rotary_tables(positions, self.config.width // self.config.heads, self.config.rope_theta)
+            x = self.drop(x)
+        else:
+            x = self.drop(x + self.pos_embed(positions))
         for layer, block in enumerate(self.blocks):
-            x = block(x, mask, cache, layer)
+            x = block(x, mask, cache, layer, rotary)
         if cache is not None:
             cache.mask = keep
         return self.lm_head(self.norm(x))
