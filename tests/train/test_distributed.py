@@ -96,9 +96,8 @@ def test_two_process_resume_restores_each_ranks_rng_exactly(tmp_path):
     shutil.copytree(tmp_path / "full", tmp_path / "resumed")
     shutil.rmtree(tmp_path / "resumed" / "run" / "checkpoints" / "step_00000006")
     _torchrun(tmp_path / "resumed", 6, 1, "3", "0.3")
-    state = torch.load(
-        tmp_path / "full" / "run" / "checkpoints" / "step_00000003" / "trainer_state.pt", weights_only=True
-    )
+    state_file = tmp_path / "full" / "run" / "checkpoints" / "step_00000003" / "trainer_state.pt"
+    state = torch.load(state_file, weights_only=True)
     assert len(state["rng"]) == 2 and not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
     a = load_weights(tmp_path / "full" / "rank0.safetensors")
     b = load_weights(tmp_path / "resumed" / "rank0.safetensors")

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -146,12 +147,9 @@ def test_resume_from_checkpoint_is_bitwise_exact_and_eval_does_not_touch_rng(tmp
     a = load_weights(tmp_path / "full" / "checkpoints" / "step_00000006" / "model.safetensors")
     b = load_weights(tmp_path / "resumed" / "checkpoints" / "step_00000006" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    a_state = torch.load(
-        tmp_path / "full" / "checkpoints" / "step_00000006" / "trainer_state.pt", weights_only=True
-    )
-    b_state = torch.load(
-        tmp_path / "resumed" / "checkpoints" / "step_00000006" / "trainer_state.pt", weights_only=True
-    )
+    step = Path("checkpoints") / "step_00000006" / "trainer_state.pt"
+    a_state = torch.load(tmp_path / "full" / step, weights_only=True)
+    b_state = torch.load(tmp_path / "resumed" / step, weights_only=True)
     for key in ("exp_avg", "exp_avg_sq"):
         assert torch.equal(a_state["optimizer"]["state"][0][key], b_state["optimizer"]["state"][0][key])
     assert [r["loss"] for r in _records(tmp_path / "full")] == [
