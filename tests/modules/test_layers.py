@@ -48,3 +48,24 @@ def test_cross_attention_shapes_and_errors():
         attn(torch.randn(2, 5, 32))
     with pytest.raises(ValueError, match="divisible"):
         Attention(30, 4)
+
+
+def test_grouped_query_attention_equals_repeated_kv_heads():
+    torch.manual_seed(0)
+    gqa = Attention(32, 4, kv_heads=2).eval()
+    x = torch.randn(2, 5, 32)
+    q, k, v = gqa.project_qkv(x)
+    assert q.shape == (2, 4, 5, 8) and k.shape == v.shape == (2, 2, 5, 8)
+    k, v = (z.repeat_interleave(2, dim=1) for z in (k, v))  # each kv head serves two query heads
+    expected = gqa.proj(
+        F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(2, 5, 32)
+    )
+    torch.testing.assert_close(gqa(x, causal=True), expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="cannot be shared"):
+        Attention(32, 4, kv_heads=3)
+
+
+def test_mlp_without_bias():
+    from polymodal.modules.layers import MLP
+
+    assert MLP(8, 16, bias=False).fc1.bias is None and MLP(8, 16).fc2.bias is not None

@@ -123,18 +123,6 @@ def apply_rotary(x: Tensor, rotary: tuple[Tensor, Tensor]) -> Tensor:
     return (x * cos.to(x.dtype)) + (rotated * sin.to(x.dtype))
 
 
-def _split_qkv(attn: Attention, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Queries (B, nh, T, hd) and keys/values (B, kv_heads, T, hd); kv_heads < nh under grouped-query
-    attention, read off the fused projection's size so the GPT-2 layout needs no extra attribute."""
-    b, t, _ = x.shape
-    q_dim = attn.heads * attn.head_dim
-    kv_dim = (attn.qkv.out_features - q_dim) // 2
-    q, k, v = attn.qkv(x).split([q_dim, kv_dim, kv_dim], dim=-1)
-    q = attn._split_heads(q)
-    k, v = (z.view(b, t, -1, attn.head_dim).transpose(1, 2) for z in (k, v))  # (B, kvh, T, hd)
-    return q, k, v
-
-
 def cached_self_attention(
     attn: Attention,
     x: Tensor,
@@ -147,13 +135,13 @@ def cached_self_attention(
 
     ``rotary`` (cos, sin) rotates the new queries and keys before caching, so cached keys keep their angles."""
     b, t, _ = x.shape
-    q, k, v = _split_qkv(attn, x)
+    q, k, v = attn.project_qkv(x)
     if rotary is not None:
         q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
     if cache is not None:
         k, v = cache.append(layer, k, v)
     dropout = attn.dropout if attn.training else 0.0
-    gqa = k.shape[1] != q.shape[1]
+    gqa = attn.kv_heads != attn.heads
     if mask is None:  # no padding and no offset: plain causal, or one new token that sees every cached one
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=t > 1, enable_gqa=gqa)
     else:
@@ -187,11 +175,7 @@ def make_mlp(config: DecoderConfig) -> nn.Module:
     w, hidden = config.width, config.hidden
     if config.mlp == "swiglu":
         return SwiGLU(w, hidden, config.bias, config.dropout)
-    mlp = MLP(w, hidden, act=config.act, dropout=config.dropout)
-    if not config.bias:
-        mlp.fc1 = nn.Linear(w, mlp.fc1.out_features, bias=False)
-        mlp.fc2 = nn.Linear(mlp.fc2.in_features, w, bias=False)
-    return mlp
+    return MLP(w, hidden, act=config.act, dropout=config.dropout, bias=config.bias)
 
 
 class DecoderBlock(nn.Module):
@@ -201,11 +185,9 @@ class DecoderBlock(nn.Module):
         super().__init__()
         w = config.width
         self.norm1 = make_norm(config)
-        self.attn = Attention(w, config.heads, dropout=config.dropout, bias=config.bias)
-        kv_heads = config.kv_heads or config.heads
-        if kv_heads != config.heads:  # grouped-query: the fused projection holds fewer key/value heads
-            hd = w // config.heads
-            self.attn.qkv = nn.Linear(w, w + 2 * kv_heads * hd, bias=config.bias)
+        self.attn = Attention(
+            w, config.heads, dropout=config.dropout, bias=config.bias, kv_heads=config.kv_heads
+        )
         self.norm2 = make_norm(config)
         self.mlp = make_mlp(config)
         self.drop = nn.Dropout(config.dropout)

@@ -28,12 +28,18 @@ class MLP(nn.Module):
     """Two linear layers with an activation between them."""
 
     def __init__(
-        self, dim: int, hidden: int, act: str = "gelu", dropout: float = 0.0, out_dim: int | None = None
+        self,
+        dim: int,
+        hidden: int,
+        act: str = "gelu",
+        dropout: float = 0.0,
+        out_dim: int | None = None,
+        bias: bool = True,
     ):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = nn.Linear(dim, hidden, bias=bias)
         self.act = make_activation(act)
-        self.fc2 = nn.Linear(hidden, out_dim or dim)
+        self.fc2 = nn.Linear(hidden, out_dim or dim, bias=bias)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -52,44 +58,68 @@ def padding_to_attn_mask(attention_mask: Tensor | None) -> Tensor | None:
 class Attention(nn.Module):
     """Multi-head attention through ``F.scaled_dot_product_attention``; self- or cross-attention.
 
-    Masks are boolean with True meaning "may attend", broadcastable to (B, heads, Tq, Tk).
+    Masks are boolean with True meaning "may attend", broadcastable to (B, heads, Tq, Tk). ``kv_heads``
+    below ``heads`` gives grouped-query self-attention (Llama): the fused ``qkv`` projection then holds
+    fewer key/value heads, each shared by ``heads // kv_heads`` query heads.
     """
 
     def __init__(
-        self, dim: int, heads: int, dropout: float = 0.0, bias: bool = True, kv_dim: int | None = None
+        self,
+        dim: int,
+        heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        kv_dim: int | None = None,
+        kv_heads: int | None = None,
     ):
         super().__init__()
         if dim % heads:
             raise ValueError(f"width {dim} is not divisible by {heads} heads")
         self.heads, self.head_dim, self.dropout = heads, dim // heads, dropout
+        self.kv_heads = kv_heads or heads
+        if heads % self.kv_heads:
+            raise ValueError(f"{heads} heads cannot be shared by {self.kv_heads} key/value heads")
         self.cross = kv_dim is not None
         if self.cross:
+            if self.kv_heads != heads:
+                raise ValueError("grouped-query attention is supported for self-attention only")
             self.q = nn.Linear(dim, dim, bias=bias)
             self.kv = nn.Linear(kv_dim, 2 * dim, bias=bias)
         else:
-            self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
+            self.qkv = nn.Linear(dim, dim + 2 * self.kv_heads * self.head_dim, bias=bias)
         self.proj = nn.Linear(dim, dim, bias=bias)
 
     def _split_heads(self, x: Tensor) -> Tensor:
         b, t, _ = x.shape
-        return x.view(b, t, self.heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+        return x.view(b, t, -1, self.head_dim).transpose(1, 2)  # (B, heads or kv_heads, T, hd)
+
+    def project_qkv(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries (B, heads, T, hd) and keys/values (B, kv_heads, Tk, hd) of ``x`` (and ``context``)."""
+        if self.cross:
+            if context is None:
+                raise ValueError("cross-attention needs a context tensor")
+            k, v = self.kv(context).chunk(2, dim=-1)
+            return self._split_heads(self.q(x)), self._split_heads(k), self._split_heads(v)
+        kv = self.kv_heads * self.head_dim
+        q, k, v = self.qkv(x).split([self.heads * self.head_dim, kv, kv], dim=-1)
+        return self._split_heads(q), self._split_heads(k), self._split_heads(v)
 
     def forward(
         self, x: Tensor, mask: Tensor | None = None, causal: bool = False, context: Tensor | None = None
     ):
         b, t, c = x.shape
-        if self.cross:
-            if context is None:
-                raise ValueError("cross-attention needs a context tensor")
-            q = self._split_heads(self.q(x))
-            k, v = (self._split_heads(z) for z in self.kv(context).chunk(2, dim=-1))
-        else:
-            q, k, v = (self._split_heads(z) for z in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = self.project_qkv(x, context)
         if causal and mask is not None:
             causal_mask = torch.ones(t, k.shape[2], dtype=torch.bool, device=x.device).tril()
             mask, causal = mask & causal_mask, False
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=causal
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=causal,
+            enable_gqa=self.kv_heads != self.heads,
         )
         return self.proj(y.transpose(1, 2).reshape(b, t, c))  # (B, T, C)
 
