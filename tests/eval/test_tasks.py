@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from polymodal.eval.tasks import TASKS, classifier_from_prompts, run_task
+from polymodal.eval.tasks import TASKS, run_task
+from polymodal.eval.zeroshot import classifier_from_prompts
 
 
 @pytest.mark.parametrize("task", list(TASKS))

@@ -6,25 +6,13 @@ shapes "test" and "heldout" scenes), so the numbers measure generalisation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from polymodal.eval.retrieval import retrieval_metrics
-from polymodal.eval.zeroshot import zeroshot_metrics, zeroshot_predict
-
-
-def classifier_from_prompts(
-    embed_text: Callable[[list[str]], np.ndarray], prompts: Sequence[Sequence[str]]
-) -> np.ndarray:
-    """(C, D) classifier: each class's prompts embedded, averaged and re-normalised (one batched call)."""
-    flat = [p for class_prompts in prompts for p in class_prompts]
-    emb = np.asarray(embed_text(flat), dtype=np.float64)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    sizes = np.cumsum([0, *map(len, prompts)])
-    means = np.stack([emb[a:b].mean(axis=0) for a, b in zip(sizes[:-1], sizes[1:], strict=True)])
-    return (means / np.linalg.norm(means, axis=1, keepdims=True)).astype(np.float32)
+from polymodal.eval.zeroshot import classifier_from_prompts, zeroshot_metrics, zeroshot_predict
 
 
 def _accuracy(pipeline, image_emb: np.ndarray, prompts, labels, classnames) -> dict[str, Any]:

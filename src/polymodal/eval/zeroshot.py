@@ -61,14 +61,28 @@ def build_classifier(
         raise ValueError("classnames is empty; pass at least one class")
     if not templates:
         raise ValueError("templates is empty; pass at least one, e.g. ['a photo of a {}.']")
-    prompts = [fill_template(t, c) for c in classnames for t in templates]  # class-major order
-    emb = _to_numpy(embed_text(prompts))
-    if emb.ndim != 2 or emb.shape[0] != len(prompts):
-        raise ValueError(f"embed_text returned shape {emb.shape} for {len(prompts)} prompts; expected (N, D)")
+    return classifier_from_prompts(embed_text, [[fill_template(t, c) for t in templates] for c in classnames])
+
+
+def classifier_from_prompts(
+    embed_text: Callable[[list[str]], Any], prompts: Sequence[Sequence[str]]
+) -> np.ndarray:
+    """(C, D) float32 unit-norm classifier from each class's own prompts (their counts may differ).
+
+    All prompts are embedded in one batched call, L2-normalised, averaged per class and re-normalised.
+    """
+    prompts = [list(p) for p in prompts]
+    if not prompts or not all(prompts):
+        raise ValueError("every class needs at least one prompt")
+    flat = [p for class_prompts in prompts for p in class_prompts]  # class-major order
+    emb = _to_numpy(embed_text(flat))
+    if emb.ndim != 2 or emb.shape[0] != len(flat):
+        raise ValueError(f"embed_text returned shape {emb.shape} for {len(flat)} prompts; expected (N, D)")
     if not np.isfinite(emb).all():
         raise ValueError("embed_text returned NaN or inf")
     per_prompt = _l2_normalize(emb, axis=1, what="text embeddings")
-    per_class = per_prompt.reshape(len(classnames), len(templates), -1).mean(axis=1)  # (C, D)
+    bounds = np.cumsum([0, *map(len, prompts)])
+    per_class = np.stack([per_prompt[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
     return _l2_normalize(per_class, axis=1, what="averaged class embeddings").astype(np.float32)
 
 
