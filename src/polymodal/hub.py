@@ -141,7 +141,7 @@ def load(
 def _load_pipeline(name_or_path: str | os.PathLike, device: str):
     from polymodal import interop
 
-    if interop.is_hub_id(name_or_path) and not (PRETRAINED_DIR / str(name_or_path)).is_dir():
+    if interop.is_hub_id(name_or_path):  # 'org/name' (bundled names have no slash)
         pipeline = interop.load_hf_folder(interop.fetch_from_hub(str(name_or_path)), device=device)
         pipeline.source = str(name_or_path)
         return pipeline

@@ -87,11 +87,8 @@ def build_pipeline(recipe: Recipe, model, tokenizer):
     from polymodal.pipelines import pipeline_for
     from polymodal.registry import get_spec
 
-    spec = replace(
-        get_spec(recipe.model, **recipe.model_overrides),
-        name=recipe.name,
-        description=recipe.description or get_spec(recipe.model).description,
-    )
+    spec = get_spec(recipe.model, **recipe.model_overrides)  # overrides change the model, not the text
+    spec = replace(spec, name=recipe.name, description=recipe.description or spec.description)
     return pipeline_for(spec, model, None, device="cpu", tokenizer=tokenizer)
 
 
@@ -122,18 +119,18 @@ def run_recipe(recipe: Recipe, out_dir: str | Path) -> dict[str, Any]:
     from polymodal.data.contrastive import ContrastiveBatches
     from polymodal.data.images import ImageProcessor, ImageProcessorConfig
     from polymodal.models.dual_encoder import contrastive_loss
-    from polymodal.registry import create_model, get_spec
+    from polymodal.registry import build_model, get_spec
     from polymodal.train.distributed import is_main
     from polymodal.train.loop import Trainer
 
     out_dir = Path(out_dir)
     tokenizer = build_tokenizer(recipe.tokenizer)
+    spec = get_spec(recipe.model, **recipe.model_overrides)
     torch.manual_seed(recipe.train.seed)  # identical initial weights on every rank
-    model = create_model(recipe.model, **recipe.model_overrides)
+    model = build_model(spec)
     vocab = getattr(model.text_encoder.config, "vocab_size", None)
     if vocab is not None and tokenizer.vocab_size > vocab:
         raise ConfigError(f"tokenizer has {tokenizer.vocab_size} tokens but the model embeds only {vocab}")
-    spec = get_spec(recipe.model, **recipe.model_overrides)
     processor = ImageProcessor(from_dict(ImageProcessorConfig, spec.image_processor))
     batches = ContrastiveBatches(recipe.data_config(), processor, tokenizer, recipe.batch_size)
     train_cfg = replace(recipe.train, batch_size=recipe.batch_size)
