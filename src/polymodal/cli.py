@@ -83,7 +83,13 @@ def train(
 @app.command("eval")
 def eval_cmd(
     model: Annotated[str, typer.Argument(help="Bundled model name or model folder.")],
-    task: Annotated[str, typer.Argument(help="digits-zeroshot | shapes-zeroshot | shapes-retrieval")],
+    task: Annotated[
+        str,
+        typer.Argument(
+            help="digits-zeroshot | shapes-zeroshot | shapes-retrieval (dual encoders); shapes-caption | "
+            "shapes-vqa | shapes-grounding | shapes-hallucination (assistants)"
+        ),
+    ],
     n: Annotated[int | None, typer.Option(help="Evaluate on the first N samples only.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     precision: PrecisionOpt = "fp32",
@@ -253,6 +259,9 @@ def demo(
     from polymodal.demo import run_demo
 
     run_demo(_load(model), out, gallery_size=gallery_size)
+
+
+from polymodal import cli_assistant  # noqa: E402, F401  (registers caption, ask and chat on the app)
 
 
 def main() -> None:

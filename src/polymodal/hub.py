@@ -110,6 +110,23 @@ def spec_to_json(spec: ModelSpec) -> dict[str, Any]:
     return {"format_version": FORMAT_VERSION, **to_dict(spec)}
 
 
+def write_model_folder(model, spec: ModelSpec, tokenizer, path: str | os.PathLike, dtype: Any = None) -> Path:
+    """Atomically write config.json, model.safetensors (cast to ``dtype``) and the tokenizer files."""
+    from polymodal.atomic import write_folder_atomic
+    from polymodal.config import save_json
+    from polymodal.inference import Int8Linear
+
+    if any(isinstance(m, Int8Linear) for m in model.modules()):
+        raise ValueError("an int8-quantised model is not saved: save the fp32 model; int8 is applied at load")
+
+    def write(folder: Path) -> None:
+        save_json(spec_to_json(spec), folder / CONFIG_FILE)
+        save_weights(model, folder / WEIGHTS_FILE, dtype=dtype)
+        tokenizer.save(folder)
+
+    return write_folder_atomic(path, write)
+
+
 def load_folder(folder: Path, device: str = "cpu"):
     """Build the model described by a folder, load its weights and wrap it in its pipeline."""
     from polymodal.pipelines import pipeline_for

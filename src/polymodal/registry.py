@@ -31,6 +31,7 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
         "polymodal.models.dual_encoder:DualEncoderConfig",
         "polymodal.models.dual_encoder:DualEncoder",
     ),
+    "assistant": ("polymodal.models.assistant:AssistantConfig", "polymodal.models.assistant:Assistant"),
 }
 
 

@@ -2,11 +2,11 @@ import json
 
 import pytest
 
-from polymodal.eval.tasks import TASKS, run_task
+from polymodal.eval.tasks import DUAL_ENCODER_TASKS, run_task
 from polymodal.eval.zeroshot import classifier_from_prompts
 
 
-@pytest.mark.parametrize("task", list(TASKS))
+@pytest.mark.parametrize("task", list(DUAL_ENCODER_TASKS))
 def test_task_result_shape(tiny_pipeline, task):
     result = run_task(tiny_pipeline, task, n=12)
     assert set(result) == {"model", "task", "n", "metrics"}

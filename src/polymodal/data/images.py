@@ -5,6 +5,8 @@ Uses PIL and numpy only (no torchvision), so preprocessing is cheap on CPU and i
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import math
 from dataclasses import dataclass
@@ -100,6 +102,30 @@ def load_image(src: Any, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.I
     raise TypeError(
         f"cannot load an image from {type(src).__name__}; pass a path, bytes, PIL image or uint8 array"
     )
+
+
+def image_from_part(part: dict, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """The image of an OpenAI-style content part: ``{"type": "image", "image": <path|bytes|PIL|array>}``
+    or ``{"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}`` (data URIs only: a
+    library call never fetches a remote URL)."""
+    if part.get("type") == "image":
+        if "image" not in part:
+            raise ValueError('an {"type": "image"} part needs an "image" entry (a path, bytes or PIL image)')
+        return load_image(part["image"], max_pixels)
+    url = part.get("image_url")
+    url = url.get("url") if isinstance(url, dict) else url
+    if not isinstance(url, str) or not url.startswith("data:"):
+        raise ValueError(
+            "image_url must be a data URI (data:image/...;base64,...); remote URLs are not fetched"
+        )
+    header, _, payload = url.partition(",")
+    if not header.endswith(";base64"):
+        raise ValueError("image_url data URIs must be base64-encoded (data:image/png;base64,...)")
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except binascii.Error as e:
+        raise ValueError(f"image_url holds invalid base64: {e}") from None
+    return load_image(data, max_pixels)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from polymodal.eval import assistant_tasks
 from polymodal.eval.retrieval import retrieval_metrics
 from polymodal.eval.zeroshot import classifier_from_prompts, zeroshot_metrics, zeroshot_predict
 
@@ -97,11 +98,19 @@ def shapes_retrieval(pipeline, n: int | None = None, seed: int = 0) -> tuple[int
     return count, metrics
 
 
-TASKS: dict[str, Callable[..., tuple[int, dict[str, Any]]]] = {
+TaskFn = Callable[..., tuple[int, dict[str, Any]]]
+DUAL_ENCODER_TASKS: dict[str, TaskFn] = {
     "digits-zeroshot": digits_zeroshot,
     "shapes-zeroshot": shapes_zeroshot,
     "shapes-retrieval": shapes_retrieval,
 }
+ASSISTANT_TASKS: dict[str, TaskFn] = {
+    "shapes-caption": assistant_tasks.shapes_caption,
+    "shapes-vqa": assistant_tasks.shapes_vqa,
+    "shapes-grounding": assistant_tasks.shapes_grounding,
+    "shapes-hallucination": assistant_tasks.shapes_hallucination,
+}
+TASKS: dict[str, TaskFn] = DUAL_ENCODER_TASKS | ASSISTANT_TASKS
 
 
 def run_task(pipeline, task: str, n: int | None = None, seed: int = 0) -> dict[str, Any]:

@@ -8,6 +8,7 @@ prepended before ``F.scaled_dot_product_attention``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -72,6 +73,7 @@ class DecoderConfig:
 
 
 NORMS = ("layernorm", "rmsnorm")
+BlockHook = Callable[[int, Tensor], Tensor]  # (layer index, hidden (B, T, width)) -> hidden
 POSITIONS = ("learned", "rotary")
 MLPS = ("gelu", "swiglu")
 
@@ -289,11 +291,14 @@ class CausalLM(nn.Module):
         attention_mask: Tensor | None = None,
         cache: KVCache | None = None,
         inputs_embeds: Tensor | None = None,
+        block_hook: BlockHook | None = None,
     ) -> Tensor:
         """Logits (B, T, vocab) for the new tokens; the cache (if given) is extended in place.
 
         Left padding is supported: positions count real tokens only, so a padded row gets the same logits
-        as the unpadded one. ``attention_mask`` covers the new tokens or the whole (cached + new) sequence."""
+        as the unpadded one. ``attention_mask`` covers the new tokens or the whole (cached + new) sequence.
+        ``block_hook(layer, hidden) -> hidden`` runs before every block (Flamingo's gated cross-attention
+        layers are inserted this way)."""
         x = self._embed(input_ids, inputs_embeds)
         b, t, _ = x.shape
         past = 0 if cache is None else cache.length
@@ -318,6 +323,8 @@ class CausalLM(nn.Module):
         else:
             x = self.drop(x + self.pos_embed(positions))
         for layer, block in enumerate(self.blocks):
+            if block_hook is not None:
+                x = block_hook(layer, x)
             x = block(x, mask, cache, layer, rotary)
         if cache is not None:
             cache.mask = keep

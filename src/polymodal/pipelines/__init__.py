@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from polymodal.registry import ModelSpec
+
+PIPELINES = {
+    "dual_encoder": "polymodal.pipelines.dual_encoder:DualEncoderPipeline",
+    "assistant": "polymodal.pipelines.assistant:AssistantPipeline",
+}
 
 
 def pipeline_for(spec: ModelSpec, model, folder: Path | None, device: str = "cpu", tokenizer=None):
@@ -13,13 +19,13 @@ def pipeline_for(spec: ModelSpec, model, folder: Path | None, device: str = "cpu
     from polymodal.data.images import ImageProcessor, ImageProcessorConfig
     from polymodal.data.tokenizer import TextTokenizer
 
-    if spec.architecture != "dual_encoder":
-        raise ValueError(f"no pipeline for architecture {spec.architecture!r}")
-    from polymodal.pipelines.dual_encoder import DualEncoderPipeline
-
+    if spec.architecture not in PIPELINES:
+        raise ValueError(f"no pipeline for architecture {spec.architecture!r}; known: {', '.join(PIPELINES)}")
     if tokenizer is None:
         if folder is None:
             raise ValueError("a tokenizer or a folder holding tokenizer.json is needed")
         tokenizer = TextTokenizer.load(folder)
     processor = ImageProcessor(from_dict(ImageProcessorConfig, spec.image_processor))
-    return DualEncoderPipeline(model, tokenizer, processor, spec, device=device)
+    module, name = PIPELINES[spec.architecture].split(":")
+    pipeline_cls = getattr(importlib.import_module(module), name)
+    return pipeline_cls(model, tokenizer, processor, spec, device=device)

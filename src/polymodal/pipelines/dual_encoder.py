@@ -113,19 +113,6 @@ class DualEncoderPipeline:
 
     def save(self, path: str | os.PathLike, dtype: Any = None) -> Path:
         """Write this model as a folder: config.json, model.safetensors, tokenizer files."""
-        from polymodal.atomic import write_folder_atomic
-        from polymodal.config import save_json
-        from polymodal.hub import CONFIG_FILE, WEIGHTS_FILE, save_weights, spec_to_json
-        from polymodal.inference import Int8Linear
+        from polymodal.hub import write_model_folder
 
-        if any(isinstance(m, Int8Linear) for m in self.model.modules()):
-            raise ValueError(
-                "an int8-quantised model is not saved: save the fp32 model; int8 is applied at load"
-            )
-
-        def write(folder: Path) -> None:
-            save_json(spec_to_json(self.current_spec()), folder / CONFIG_FILE)
-            save_weights(self.model, folder / WEIGHTS_FILE, dtype=dtype)
-            self.tokenizer.save(folder)
-
-        return write_folder_atomic(path, write)
+        return write_model_folder(self.model, self.current_spec(), self.tokenizer, path, dtype)

@@ -60,8 +60,14 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
             )
     data = apply_overrides(load_json(path), overrides or [])
     data.setdefault("name", path.stem)
-    recipe = from_dict(Recipe, data, where=f"recipe {path.name}")
-    recipe.data_config()
+    if data.get("kind") == "assistant":
+        from polymodal.train.assistant_recipe import AssistantRecipe
+
+        recipe = from_dict(AssistantRecipe, data, where=f"recipe {path.name}")
+        recipe.validate()
+    else:
+        recipe = from_dict(Recipe, data, where=f"recipe {path.name}")
+        recipe.data_config()
     from polymodal.eval.tasks import TASKS
 
     unknown = [t for t in recipe.eval_tasks if t not in TASKS]
@@ -112,9 +118,14 @@ def make_eval_fn(recipe: Recipe, tokenizer):
     return evaluate
 
 
-def run_recipe(recipe: Recipe, out_dir: str | Path) -> dict[str, Any]:
+def run_recipe(recipe, out_dir: str | Path) -> dict[str, Any]:
     """Train, save the model folder and evaluate it; returns the trainer summary plus eval results."""
     import torch
+
+    if getattr(recipe, "kind", "") == "assistant":
+        from polymodal.train.assistant_recipe import run_assistant_recipe
+
+        return run_assistant_recipe(recipe, out_dir)
 
     from polymodal.data.contrastive import ContrastiveBatches
     from polymodal.data.images import ImageProcessor, ImageProcessorConfig

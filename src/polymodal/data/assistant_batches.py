@@ -1,0 +1,77 @@
+"""Batches for the assistant's three training stages, each a pure function of the batch index.
+
+- ``lm``: text-only conversations (the ``<image>`` placeholder removed), loss on every token: the language
+  model learns the world's language and the chat format before it ever sees an image.
+- ``align`` / ``instruct``: conversations with their image, loss on the answers only.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from polymodal.data.chat import IGNORE, IMAGE_TOKEN, ChatTemplate
+from polymodal.data.collate import pad_token_ids, stack_images
+from polymodal.data.instructions import InstructionSamples
+
+STAGES = ("lm", "align", "instruct")
+
+
+def pad_labels(labels: list[list[int]], length: int) -> torch.Tensor:
+    """Right-pad label sequences with IGNORE to (B, length)."""
+    out = torch.full((len(labels), length), IGNORE, dtype=torch.long)
+    for row, seq in enumerate(labels):
+        out[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+    return out
+
+
+def _without_images(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{**m, "content": m["content"].replace(IMAGE_TOKEN, "").strip()} for m in messages]
+
+
+class AssistantBatches:
+    """``batch(index)`` -> {"input_ids", "attention_mask", "labels"(, "images")} for one training stage."""
+
+    def __init__(
+        self,
+        samples: InstructionSamples,
+        template: ChatTemplate,
+        processor,
+        batch_size: int,
+        stage: str,
+        context_length: int,
+    ):
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
+        self.samples, self.template, self.processor = samples, template, processor
+        self.batch_size, self.stage, self.context_length = batch_size, stage, context_length
+
+    def _encode(self, messages: list[dict[str, str]]):
+        if self.stage == "lm":
+            encoded = self.template.encode(_without_images(messages))
+            labels = list(encoded.ids)  # language-model pre-training: every token is a target
+            labels[0] = IGNORE
+            return encoded.ids, labels
+        encoded = self.template.encode(messages)
+        return encoded.ids, encoded.labels
+
+    def batch(self, index: int) -> dict[str, torch.Tensor]:
+        ids, labels, images = [], [], []
+        for k in range(index * self.batch_size, (index + 1) * self.batch_size):
+            image, messages = self.samples(k)
+            sample_ids, sample_labels = self._encode(messages)
+            if len(sample_ids) > self.context_length:
+                raise ValueError(
+                    f"sample {k} has {len(sample_ids)} tokens, over the context length {self.context_length}"
+                )
+            ids.append(sample_ids)
+            labels.append(sample_labels)
+            images.append(image)
+        input_ids, mask = pad_token_ids(ids, self.template.tokenizer.pad_id)
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": mask,
+            "labels": pad_labels(labels, input_ids.shape[1]),
+        }
+        if self.stage != "lm":
+            batch["images"] = stack_images(list(self.processor(images)))
+        return batch

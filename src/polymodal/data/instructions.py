@@ -1,0 +1,153 @@
+"""Instruction data for the assistant, derived from the shapes world's scene graphs.
+
+Kinds: short and detailed captions, VQA, referring expressions answered with a box written as text
+(``[x0,y0,x1,y1]``, normalised, two decimals) and multi-turn conversations mixing them. Objects are listed
+left to right so a caption is a function of the scene. Every answer is exact with respect to the scene
+graph, so a model that learns the data does not learn to hallucinate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from polymodal.config import ConfigError
+from polymodal.data.chat import IMAGE_TOKEN
+from polymodal.data.worlds.shapes import Scene, ShapesWorld, questions, referring_expressions
+from polymodal.data.worlds.shapes_language import RELATION_WORDS, noun_phrase, object_list, relation_facts
+from polymodal.data.worlds.shapes_scene import NUMBER_WORDS
+
+SHORT_PROMPTS = ("describe the image briefly.", "what is in the image?", "give a short caption.")
+DETAILED_PROMPTS = ("describe the image in detail.", "give a detailed description of the image.")
+GROUND_PROMPTS = ("where is {}?", "give the bounding box of {}.")
+INSTRUCTION_KINDS = ("caption_short", "caption_detailed", "vqa", "grounding", "conversation")
+
+
+def format_box(box: tuple[float, float, float, float]) -> str:
+    """A normalised box as the text the assistant writes: ``[0.12,0.30,0.45,0.61]``."""
+    return "[" + ",".join(f"{min(max(v, 0.0), 1.0):.2f}" for v in box) + "]"
+
+
+def left_to_right(scene: Scene):
+    """The scene's objects ordered by centre x (then y): a caption's canonical order."""
+    return sorted(scene.objects, key=lambda o: (o.cx, o.cy))
+
+
+def short_caption(scene: Scene) -> str:
+    """'a red circle, a blue square and a green star' (left to right)."""
+    return object_list(left_to_right(scene), with_size=False)
+
+
+def detailed_caption(scene: Scene, max_relations: int = 2) -> str:
+    """Count, objects with sizes (left to right) and up to ``max_relations`` clear spatial relations."""
+    n = len(scene)
+    noun = "shape" if n == 1 else "shapes"
+    text = f"{NUMBER_WORDS[n]} {noun}: {object_list(left_to_right(scene), with_size=True)}."
+    relations = [
+        f"{noun_phrase(a[1], a[2], a[0], definite=True)} is {RELATION_WORDS[rel]} "
+        f"{noun_phrase(b[1], b[2], b[0], definite=True)}"
+        for a, rel, b in relation_facts(scene)[:max_relations]
+    ]
+    if relations:
+        text += " " + ". ".join(relations) + "."
+    return text
+
+
+def _pick(rng: np.random.Generator, options):
+    return options[int(rng.integers(len(options)))]
+
+
+def _turn(prompt: str, answer: str, with_image: bool) -> list[dict[str, str]]:
+    content = f"{IMAGE_TOKEN} {prompt}" if with_image else prompt
+    return [{"role": "user", "content": content}, {"role": "assistant", "content": answer}]
+
+
+def _single(scene: Scene, kind: str, rng: np.random.Generator) -> tuple[str, str]:
+    """(prompt, answer) of one instruction of ``kind``."""
+    if kind == "caption_short":
+        return _pick(rng, SHORT_PROMPTS), short_caption(scene)
+    if kind == "caption_detailed":
+        return _pick(rng, DETAILED_PROMPTS), detailed_caption(scene)
+    if kind == "vqa":
+        qa = _pick(rng, questions(scene, rng))
+        return qa.question, qa.answer
+    if kind == "grounding":
+        expression, box = _pick(rng, referring_expressions(scene))
+        return _pick(rng, GROUND_PROMPTS).format(expression), format_box(box)
+    raise ValueError(f"unknown instruction kind {kind!r}; expected one of {INSTRUCTION_KINDS}")
+
+
+def conversation(scene: Scene, kind: str, rng: np.random.Generator, turns: int = 3) -> list[dict[str, str]]:
+    """One training conversation about ``scene``; the image comes with the first user message."""
+    if kind != "conversation":
+        return _turn(*_single(scene, kind, rng), with_image=True)
+    messages: list[dict[str, str]] = []
+    for t in range(turns):
+        sub = _pick(rng, ("caption_short", "vqa", "vqa", "grounding"))
+        messages += _turn(*_single(scene, sub, rng), with_image=t == 0)
+    return messages
+
+
+@dataclass
+class InstructionDataConfig:
+    mix: dict[str, float] = field(
+        default_factory=lambda: {
+            "caption_short": 0.15,
+            "caption_detailed": 0.15,
+            "vqa": 0.4,
+            "grounding": 0.2,
+            "conversation": 0.1,
+        }
+    )  # instruction kind -> sampling weight
+    image_size: int = 64  # rendered image size in pixels
+    min_objects: int = 1  # objects per scene, lower bound
+    max_objects: int = 4  # objects per scene, upper bound
+    seed: int = 0  # world seed (scene i of the train split is fixed by it)
+
+    def validate(self) -> None:
+        unknown = sorted(set(self.mix) - set(INSTRUCTION_KINDS))
+        if unknown or not self.mix or min(self.mix.values()) < 0 or sum(self.mix.values()) <= 0:
+            raise ConfigError(
+                f"InstructionDataConfig.mix needs non-negative weights over {INSTRUCTION_KINDS}, got {self.mix}"
+            )
+
+
+class InstructionSamples:
+    """Sample ``i`` = (image, conversation): a pure function of (config, i), for exact resumes."""
+
+    def __init__(self, config: InstructionDataConfig, split: str = "train"):
+        config.validate()
+        self.config = config
+        self.world = ShapesWorld(
+            seed=config.seed,
+            split=split,
+            min_objects=config.min_objects,
+            max_objects=config.max_objects,
+            image_size=config.image_size,
+        )
+        kinds = [k for k in INSTRUCTION_KINDS if self.config.mix.get(k, 0) > 0]
+        weights = np.array([self.config.mix[k] for k in kinds], dtype=np.float64)
+        self.kinds, self.cumulative = kinds, np.cumsum(weights / weights.sum())
+
+    def __call__(self, i: int):
+        rng = np.random.default_rng([self.config.seed, 7, i])
+        kind = self.kinds[min(int(np.searchsorted(self.cumulative, rng.random())), len(self.kinds) - 1)]
+        scene = self.world.scene(i)
+        return self.world.render(scene), conversation(scene, kind, rng)
+
+
+def world_text_corpus(n: int, seed: int = 0) -> list[str]:
+    """About ``n`` texts of the assistant's language: every kind of prompt and answer (no images), for
+    training its tokenizer."""
+    world = ShapesWorld(seed=seed, split="train", max_objects=4)
+    rng = np.random.default_rng([seed, 11])
+    texts: list[str] = []
+    i = 0
+    while len(texts) < n:
+        scene = world.scene(i)
+        for kind in INSTRUCTION_KINDS[:-1]:
+            for message in conversation(scene, kind, rng):
+                texts.append(message["content"].replace(IMAGE_TOKEN, "").strip())
+        i += 1
+    return texts[:n]

@@ -1,0 +1,150 @@
+"""LLaVA/BLIP-2/Flamingo-style assistant: image encoder -> adapter -> causal language model.
+
+Visual tokens replace the ``<image>`` positions of the input in one ``masked_scatter`` (after a count
+check); a cross-attention adapter instead inserts gated layers before the LM's blocks through its
+``block_hook``. The image encoder is frozen by default (both LLaVA stages keep it frozen).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from polymodal.config import ConfigError, from_dict
+from polymodal.data.chat import IGNORE
+from polymodal.modules.adapters import AdapterConfig, build_adapter
+from polymodal.modules.decoder import CausalLM, DecoderConfig
+from polymodal.registry import build_encoder, encoder_config
+
+
+@dataclass
+class AssistantConfig:
+    vision: dict[str, Any] = field(
+        default_factory=lambda: {"type": "cnn"}
+    )  # image encoder spec (type + config)
+    adapter: dict[str, Any] = field(default_factory=dict)  # polymodal.modules.adapters.AdapterConfig
+    lm: dict[str, Any] = field(default_factory=dict)  # polymodal.modules.decoder.DecoderConfig
+    image_token_id: int = -1  # id of the <image> token in the tokenizer (set when the model is built)
+    freeze_vision: bool = True  # keep the image encoder's weights fixed (and in eval mode)
+
+    def validate(self) -> None:
+        encoder_config(self.vision)
+        self.adapter_config().validate()
+        self.lm_config().validate()
+        if self.image_token_id >= self.lm_config().vocab_size:
+            raise ConfigError(f"image_token_id {self.image_token_id} is outside the LM vocabulary")
+
+    def adapter_config(self) -> AdapterConfig:
+        return from_dict(AdapterConfig, self.adapter, where="assistant.adapter")
+
+    def lm_config(self) -> DecoderConfig:
+        return from_dict(DecoderConfig, self.lm, where="assistant.lm")
+
+
+class Assistant(nn.Module):
+    """Image encoder + adapter + causal LM; ``forward`` returns next-token logits (B, T, vocab)."""
+
+    def __init__(self, vision: nn.Module, adapter: nn.Module, lm: CausalLM, config: AssistantConfig):
+        super().__init__()
+        self.vision, self.adapter, self.lm, self.config = vision, adapter, lm, config
+        self.feature_norm = nn.LayerNorm(vision.width)  # CNN grid tokens come unnormalised
+        if config.freeze_vision:
+            self.vision.requires_grad_(False)
+
+    @classmethod
+    def from_config(cls, config: AssistantConfig) -> Assistant:
+        config.validate()
+        vision = build_encoder(config.vision)
+        lm = CausalLM(config.lm_config())
+        adapter = build_adapter(config.adapter_config(), vision.width, lm.config.width, lm.config.depth)
+        return cls(vision, adapter, lm, config)
+
+    def train(self, mode: bool = True) -> Assistant:
+        super().train(mode)
+        if self.config.freeze_vision:
+            self.vision.eval()  # a frozen encoder never runs dropout or updates statistics
+        return self
+
+    @property
+    def tokens_per_image(self) -> int:
+        """Sequence positions per image: the adapter's visual tokens, or one marker token for cross-attention."""
+        return max(self.adapter.num_tokens(self.source_tokens), 1)
+
+    @property
+    def source_tokens(self) -> int:
+        """Encoder tokens per image (e.g. 64 for an 8x8 CNN grid)."""
+        if not hasattr(self, "_source_tokens"):
+            size = self.vision.config.image_size
+            with torch.no_grad():
+                probe = torch.zeros(1, self.vision.config.channels, size, size)
+                probe = probe.to(next(self.vision.parameters()).dtype)
+                self._source_tokens = self.vision.forward_features(probe).shape[1]
+        return self._source_tokens
+
+    def image_features(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) processed images -> normalised encoder tokens (B, N, vision width)."""
+        if self.config.freeze_vision:
+            with torch.no_grad():
+                features = self.vision.forward_features(images)
+        else:
+            features = self.vision.forward_features(images)
+        return self.feature_norm(features)
+
+    def condition(self, input_ids: Tensor, images: Tensor | None) -> tuple[Tensor, Callable | None]:
+        """Token embeddings with the images spliced in (B, T, width), and the LM block hook (or None)."""
+        image_id = self.config.image_token_id
+        is_image = input_ids == image_id  # (B, T)
+        n_images = 0 if images is None else images.shape[0]
+        expected = n_images * self.tokens_per_image
+        if int(is_image.sum()) != expected:
+            raise ValueError(
+                f"the prompt has {int(is_image.sum())} image positions but {n_images} image(s) need "
+                f"{expected} ({self.tokens_per_image} per image): put one <image> in the text per image"
+            )
+        embeds = self.lm.token_embed(input_ids)
+        if not n_images:
+            return embeds, None
+        visual = self.adapter(self.image_features(images), None)  # (n_images, M, width)
+        if self.adapter.num_tokens(visual.shape[1]) == 0:  # cross-attention: the LM reads the images
+            per_row = is_image.sum(dim=1)
+            if not bool((per_row == 1).all()):
+                raise ValueError("a cross-attention assistant takes exactly one image per conversation")
+            return embeds, self.adapter.block_hook(visual, None)
+        # row-major order: the k-th image fills the k-th run of image positions
+        spliced = embeds.masked_scatter(
+            is_image[..., None], visual.to(embeds.dtype).reshape(-1, embeds.shape[-1])
+        )
+        return spliced, None
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, images: Tensor | None = None
+    ) -> Tensor:
+        embeds, hook = self.condition(input_ids, images)
+        return self.lm(inputs_embeds=embeds, attention_mask=attention_mask, block_hook=hook)
+
+
+def answer_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Next-token cross-entropy on labelled (answer) positions only, and the token accuracy there."""
+    shift_logits = logits[:, :-1].float()  # position t predicts token t + 1
+    shift_labels = labels[:, 1:]
+    keep = shift_labels != IGNORE
+    if not bool(keep.any()):
+        raise ValueError("the batch has no answer tokens: every label is ignored")
+    loss = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=IGNORE
+    )
+    accuracy = (shift_logits.argmax(-1) == shift_labels)[keep].float().mean()
+    return loss, accuracy
+
+
+def assistant_loss(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Trainer loss: answer-token cross-entropy of an assistant (or of a bare LM when ``images`` is absent)."""
+    extra = {"images": batch["images"]} if "images" in batch else {}  # a bare LM takes no images
+    logits = model(batch["input_ids"], attention_mask=batch["attention_mask"], **extra)
+    loss, accuracy = answer_loss(logits, batch["labels"])
+    return {"loss": loss, "token_accuracy": accuracy}

@@ -1,0 +1,213 @@
+"""The assistant's training recipe: LM pre-training, alignment, then instruction tuning with LoRA.
+
+1. ``lm``: the causal LM alone learns the world's language and chat format from text-only conversations.
+2. ``align`` (LLaVA stage 1): image encoder and LM frozen; only the adapter learns, on captions.
+3. ``instruct`` (LLaVA stage 2): LoRA on the LM (via ``peft``) plus the adapter, on the instruction mix;
+   the LoRA weights are merged into the LM afterwards, so the shipped model is a plain one.
+
+Each stage trains in its own folder under the run directory (``runs/<name>/<stage>``) with the foundation's
+trainer, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from polymodal.config import ConfigError, from_dict, to_dict
+from polymodal.train.loop import TrainConfig
+
+STAGE_ORDER = ("lm", "align", "instruct")
+
+
+@dataclass
+class LoraRecipe:
+    r: int = 16  # rank of the low-rank update
+    alpha: int = 32  # scaling numerator (update scaled by alpha / r)
+    dropout: float = 0.0  # dropout on the LoRA input
+    target_modules: list[str] = field(default_factory=lambda: ["qkv", "proj", "fc1", "fc2"])  # LM layer names
+
+
+@dataclass
+class StageRecipe:
+    train: TrainConfig = field(default_factory=TrainConfig)  # optimisation of this stage
+    data: dict[str, Any] = field(default_factory=dict)  # polymodal.data.instructions.InstructionDataConfig
+    batch_size: int = 32  # conversations per micro-batch
+    lora: LoraRecipe | None = None  # instruct only: LoRA on the LM (None = train the adapter alone)
+
+
+@dataclass
+class AssistantRecipe:
+    kind: str = "assistant"  # recipe family (the dual encoder recipes have none)
+    name: str = ""  # run and model name
+    description: str = ""  # one line for the model card
+    model: str = "tiny-assistant"  # architecture name (model_configs/<model>.json)
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # nested overrides of the model config
+    vision_from: str = "tiny-clip"  # model whose image tower initialises (and stays) the vision encoder
+    tokenizer_vocab_size: int = 1020  # BPE size before the chat tokens are added
+    tokenizer_corpus_size: int = 40000  # world texts the BPE is trained on
+    stages: dict[str, StageRecipe] = field(default_factory=dict)  # lm | align | instruct
+    eval_tasks: list[str] = field(default_factory=list)  # tasks run on the final model
+    eval_n: int = 0  # samples per task for evaluations during training (0 = none)
+
+    def validate(self) -> None:
+        unknown = sorted(set(self.stages) - set(STAGE_ORDER))
+        if unknown or not self.stages:
+            raise ConfigError(
+                f"recipe {self.name}: stages must be among {STAGE_ORDER}, got {sorted(self.stages)}"
+            )
+        from polymodal.data.instructions import InstructionDataConfig
+
+        for stage in self.stages.values():
+            from_dict(InstructionDataConfig, stage.data, where=f"recipe {self.name}: stage data").validate()
+
+
+def build_assistant_tokenizer(recipe: AssistantRecipe, context_length: int):
+    """A BPE trained on the assistant's world language, plus the chat tokens."""
+    from polymodal.data.chat import add_chat_tokens
+    from polymodal.data.instructions import world_text_corpus
+    from polymodal.data.tokenizer import TextTokenizer
+
+    texts = world_text_corpus(recipe.tokenizer_corpus_size)
+    tokenizer = TextTokenizer.train_bpe(
+        texts, vocab_size=recipe.tokenizer_vocab_size, context_length=context_length
+    )
+    add_chat_tokens(tokenizer)
+    return tokenizer
+
+
+def build_spec(recipe: AssistantRecipe, tokenizer):
+    """The model spec with the LM vocabulary and image token id taken from the tokenizer."""
+    from polymodal.registry import deep_merge, get_spec
+
+    tokens = {
+        "lm": {"vocab_size": tokenizer.vocab_size},
+        "image_token_id": tokenizer.tokenizer.token_to_id("<image>"),
+    }
+    spec = get_spec(recipe.model, **deep_merge(recipe.model_overrides, tokens))
+    return replace(spec, name=recipe.name, description=recipe.description or spec.description)
+
+
+def load_vision_weights(model, source: str) -> None:
+    """Copy the image tower of a trained dual encoder into the assistant; the configs must agree."""
+    from polymodal.config import to_dict as as_dict
+    from polymodal.hub import load
+
+    tower = load(source).model.image_encoder
+    if as_dict(tower.config) != as_dict(model.vision.config):
+        raise ConfigError(
+            f"the vision config of the assistant differs from {source}'s image tower: "
+            f"{as_dict(model.vision.config)} vs {as_dict(tower.config)}"
+        )
+    model.vision.load_state_dict(tower.state_dict())
+
+
+def add_lora(lm, lora: LoraRecipe):
+    """Wrap the LM's linear layers with LoRA (peft); returns the peft model (``merge_and_unload`` later)."""
+    from peft import LoraConfig
+    from peft.tuners.lora import LoraModel
+
+    config = LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules
+    )
+    return LoraModel(lm, config, "default")
+
+
+def _stage_batches(recipe: AssistantRecipe, stage_name: str, stage: StageRecipe, model, tokenizer, processor):
+    from polymodal.data.assistant_batches import AssistantBatches
+    from polymodal.data.chat import ChatTemplate
+    from polymodal.data.instructions import InstructionDataConfig, InstructionSamples
+
+    data = from_dict(InstructionDataConfig, stage.data, where=f"recipe {recipe.name}: {stage_name} data")
+    template = ChatTemplate(tokenizer, model.adapter.num_tokens(model.source_tokens))
+    context = model.lm.config.context_length
+    return AssistantBatches(
+        InstructionSamples(data), template, processor, stage.batch_size, stage_name, context
+    )
+
+
+def _freeze_for(model, stage_name: str) -> None:
+    """Trainable parts per stage: the LM alone, then the adapter (+ feature norm), then adapter + LoRA."""
+    model.requires_grad_(False)
+    if stage_name == "lm":
+        model.lm.requires_grad_(True)
+    else:
+        model.adapter.requires_grad_(True)
+        model.feature_norm.requires_grad_(True)
+
+
+def run_stage(recipe: AssistantRecipe, stage_name: str, model, tokenizer, processor, out_dir: Path) -> dict:
+    """Train one stage in ``out_dir/<stage>`` (resuming if possible) and return the trainer summary."""
+    from polymodal.models.assistant import assistant_loss
+    from polymodal.train.loop import Trainer
+
+    stage = recipe.stages[stage_name]
+    batches = _stage_batches(recipe, stage_name, stage, model, tokenizer, processor)
+    _freeze_for(model, stage_name)
+    lora = add_lora(model.lm, stage.lora) if stage_name == "instruct" and stage.lora else None
+    trained = model.lm if stage_name == "lm" else model
+    config = replace(stage.train, batch_size=stage.batch_size)
+    summary = Trainer(trained, assistant_loss, batches.batch, config, out_dir / stage_name).fit()
+    if lora is not None:
+        model.lm = lora.merge_and_unload()
+    model.requires_grad_(False)
+    return summary
+
+
+def run_assistant_recipe(recipe: AssistantRecipe, out_dir: str | Path) -> dict[str, Any]:
+    """Run every stage in order, save ``out_dir/model``, evaluate it and write its card."""
+    import torch
+
+    from polymodal.data.images import ImageProcessor, ImageProcessorConfig
+    from polymodal.pipelines import pipeline_for
+    from polymodal.registry import build_model
+
+    recipe.validate()
+    out_dir = Path(out_dir)
+    first_stage = next(iter(recipe.stages.values()))
+    torch.manual_seed(first_stage.train.seed)
+    from polymodal.registry import get_spec
+
+    base = get_spec(recipe.model, **recipe.model_overrides).model_config()
+    tokenizer = build_assistant_tokenizer(recipe, base.lm_config().context_length)
+    spec = build_spec(recipe, tokenizer)
+    model = build_model(spec)
+    load_vision_weights(model, recipe.vision_from)
+    processor = ImageProcessor(from_dict(ImageProcessorConfig, spec.image_processor))
+    summaries = {}
+    for stage_name in STAGE_ORDER:
+        if stage_name in recipe.stages:
+            summaries[stage_name] = run_stage(recipe, stage_name, model, tokenizer, processor, out_dir)
+    pipeline = pipeline_for(spec, model.float().eval(), None, tokenizer=tokenizer)
+    (out_dir / "recipe.json").write_text(json.dumps(to_dict(recipe), indent=2) + "\n")
+    pipeline.save(out_dir / "model")
+    results = _evaluate(pipeline, recipe, out_dir)
+    _write_card(pipeline, recipe, results, summaries, out_dir / "model")
+    return {"stages": summaries, "model_dir": str(out_dir / "model"), "eval": results}
+
+
+def _evaluate(pipeline, recipe: AssistantRecipe, out_dir: Path) -> list[dict[str, Any]]:
+    from polymodal.eval.tasks import run_task
+
+    results = [run_task(pipeline, task) for task in recipe.eval_tasks]
+    (out_dir / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def _write_card(pipeline, recipe: AssistantRecipe, results, summaries: dict, folder: Path) -> None:
+    from polymodal.registry import get_spec
+    from polymodal.train.card import model_card, write_model_card
+
+    parameters = sum(p.numel() for p in pipeline.model.parameters())
+    architecture = f"`{recipe.model}`, {get_spec(recipe.model).description}"
+    total = {
+        "steps": sum(s.get("steps", 0) for s in summaries.values()),
+        "elapsed_s": sum(s.get("elapsed_s", 0.0) for s in summaries.values()),
+        "stages": {
+            k: {"steps": v.get("steps"), "final_loss": v.get("final_loss")} for k, v in summaries.items()
+        },
+    }
+    text = model_card(recipe.name, recipe.description, recipe.name, architecture, parameters, results, total)
+    write_model_card(folder, text)

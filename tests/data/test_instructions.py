@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+from polymodal.config import ConfigError
+from polymodal.data.instructions import (
+    InstructionDataConfig,
+    InstructionSamples,
+    conversation,
+    detailed_caption,
+    format_box,
+    short_caption,
+)
+from polymodal.data.worlds.shapes import ShapesWorld
+from polymodal.eval.grounding import parse_box
+from polymodal.eval.hallucination import chair_scores
+
+
+def test_captions_are_exact_and_left_to_right():
+    scenes = [ShapesWorld(split="test").scene(i) for i in range(50)]
+    assert chair_scores([detailed_caption(s) for s in scenes], scenes)["chair_i"] == 0.0
+    for scene in scenes:
+        ordered = sorted(scene.objects, key=lambda o: (o.cx, o.cy))
+        words = short_caption(scene).replace(",", "").split()
+        assert [w for w in words if w in {o.shape for o in scene.objects}] == [o.shape for o in ordered]
+
+
+def test_box_text_round_trips():
+    box = (0.123, 0.5, 0.87, 1.2)
+    text = format_box(box)
+    assert text == "[0.12,0.50,0.87,1.00]"
+    assert parse_box(text) == pytest.approx((0.12, 0.5, 0.87, 1.0))
+
+
+def test_grounding_answer_is_the_referred_objects_box():
+    scene = ShapesWorld(split="test").scene(3)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        messages = conversation(scene, "grounding", rng)
+        box = parse_box(messages[1]["content"])
+        assert any(np.allclose(box, o.bbox, atol=0.006) for o in scene.objects)
+
+
+def test_samples_are_pure_functions_of_the_index_and_follow_the_mix():
+    samples = InstructionSamples(InstructionDataConfig(mix={"vqa": 1.0}))
+    a, b = samples(7), samples(7)
+    assert a[1] == b[1] and np.array_equal(np.asarray(a[0]), np.asarray(b[0]))
+    assert all(len(samples(i)[1]) == 2 for i in range(20))
+    multi = InstructionSamples(InstructionDataConfig(mix={"conversation": 1.0}))
+    assert all(len(multi(i)[1]) == 6 for i in range(5))
+    assert sum(m["content"].count("<image>") for m in multi(0)[1]) == 1
+
+
+def test_bad_mix_is_a_config_error():
+    with pytest.raises(ConfigError, match="mix"):
+        InstructionSamples(InstructionDataConfig(mix={"poetry": 1.0}))

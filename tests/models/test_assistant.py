@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+from polymodal.data.assistant_batches import AssistantBatches
+from polymodal.data.instructions import InstructionDataConfig, InstructionSamples
+from polymodal.models.assistant import assistant_loss
+from polymodal.modules.adapters import ADAPTER_TYPES
+
+
+def _batch(pipe, stage="instruct", size=4):
+    samples = InstructionSamples(InstructionDataConfig(image_size=32, seed=1))
+    context = pipe.model.lm.config.context_length
+    return AssistantBatches(samples, pipe.template, pipe.image_processor, size, stage, context).batch(0)
+
+
+@pytest.mark.parametrize("adapter", ADAPTER_TYPES)
+def test_every_adapter_trains_one_step(make_assistant, adapter):
+    pipe = make_assistant(adapter)
+    model = pipe.model.train()
+    if adapter == "xattn":  # zero gates block every gradient into the cross-attention; open them
+        for layer in model.adapter.layers:
+            torch.nn.init.constant_(layer.attn_gate, 0.5)
+    out = assistant_loss(model, _batch(pipe))
+    assert torch.isfinite(out["loss"]) and 0 <= float(out["token_accuracy"]) <= 1
+    out["loss"].backward()
+    assert all(p.grad is None for p in model.vision.parameters())  # frozen encoder
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and all(p.grad is not None and torch.isfinite(p.grad).all() for p in trainable)
+
+
+def test_image_count_mismatch_is_a_clear_error(make_assistant):
+    pipe = make_assistant("mlp")
+    batch = _batch(pipe)
+    with pytest.raises(ValueError, match="image positions"):
+        pipe.model(batch["input_ids"], batch["attention_mask"], images=batch["images"][:2])
+    with pytest.raises(ValueError, match="image positions"):
+        pipe.model(batch["input_ids"], batch["attention_mask"], images=None)
+
+
+def test_visual_tokens_land_on_the_image_positions_only(make_assistant):
+    pipe = make_assistant("mlp")
+    model = pipe.model.eval()
+    batch = _batch(pipe, size=2)
+    ids, images = batch["input_ids"], batch["images"]
+    embeds, _ = model.condition(ids, images)
+    plain = model.lm.token_embed(ids)
+    is_image = ids == model.config.image_token_id
+    assert torch.equal(embeds[~is_image], plain[~is_image])
+    visual = model.adapter(model.image_features(images), None)  # (2, N, width)
+    assert torch.allclose(embeds[0][is_image[0]], visual[0])
+    assert torch.allclose(embeds[1][is_image[1]], visual[1])
+
+
+def test_cross_attention_assistant_starts_as_the_bare_lm(make_assistant):
+    pipe = make_assistant("xattn")
+    model = pipe.model.eval()
+    batch = _batch(pipe, size=2)
+    with torch.no_grad():
+        conditioned = model(batch["input_ids"], batch["attention_mask"], images=batch["images"])
+        bare = model.lm(batch["input_ids"], attention_mask=batch["attention_mask"])
+    assert torch.equal(conditioned, bare)  # tanh(0) gates: the LM is exactly unchanged at init
+
+
+def test_lm_stage_batches_have_no_images_and_learn_every_token(make_assistant):
+    pipe = make_assistant("mlp")
+    batch = _batch(pipe, stage="lm")
+    assert "images" not in batch
+    assert not (batch["input_ids"] == pipe.template.image_id).any()
+    real = batch["attention_mask"].clone()
+    real[:, 0] = False
+    assert ((batch["labels"] != -100) == real).all()
+    assert torch.isfinite(assistant_loss(pipe.model.lm, batch)["loss"])

@@ -1,0 +1,67 @@
+import json
+
+import pytest
+import torch
+
+import polymodal
+from polymodal.config import ConfigError
+from polymodal.modules.decoder import CausalLM, DecoderConfig
+from polymodal.train.assistant_recipe import LoraRecipe, add_lora
+from polymodal.train.recipe import load_recipe, run_recipe
+
+
+def _tiny_recipe(tmp_path, **extra):
+    stage = {
+        "batch_size": 2,
+        "data": {"max_objects": 2},
+        "train": {"steps": 2, "warmup_steps": 0, "log_every": 1, "ckpt_every": 0},
+    }
+    data = {
+        "kind": "assistant",
+        "name": "tiny-assistant-test",
+        "model": "tiny-assistant",
+        "model_overrides": {"lm": {"width": 32, "depth": 1, "heads": 2, "context_length": 128}},
+        "tokenizer_corpus_size": 2000,
+        "tokenizer_vocab_size": 300,
+        "stages": {"lm": stage, "align": stage, "instruct": {**stage, "lora": {"r": 2, "alpha": 4}}},
+        **extra,
+    }
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_three_stage_recipe_trains_saves_and_loads(tmp_path):
+    recipe = load_recipe(str(_tiny_recipe(tmp_path)))
+    out = run_recipe(recipe, tmp_path / "run")
+    assert set(out["stages"]) == {"lm", "align", "instruct"}
+    assistant = polymodal.load(out["model_dir"])
+    assert not any("lora" in k for k in assistant.model.state_dict())  # LoRA merged into the LM
+    tiny_clip = polymodal.load("tiny-clip").model.image_encoder.state_dict()
+    vision = assistant.model.vision.state_dict()
+    assert all(torch.equal(vision[k], tiny_clip[k]) for k in tiny_clip)  # the frozen tower is tiny-clip's
+    assert (tmp_path / "run" / "model" / "README.md").is_file()
+
+
+def test_unknown_stage_is_a_config_error(tmp_path):
+    path = _tiny_recipe(tmp_path)
+    data = json.loads(path.read_text())
+    data["stages"]["pretrain"] = data["stages"].pop("lm")
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="stages must be among"):
+        load_recipe(str(path))
+
+
+def test_merged_lora_gives_the_same_logits():
+    torch.manual_seed(0)
+    lm = CausalLM(DecoderConfig(vocab_size=40, width=32, depth=2, heads=2))
+    lora = add_lora(lm, LoraRecipe(r=4, alpha=8))
+    for name, p in lm.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)
+    ids = torch.randint(0, 40, (2, 6))
+    with torch.no_grad():
+        before = lora.model(ids)
+        merged = lora.merge_and_unload()
+        assert isinstance(merged, CausalLM)
+        assert torch.allclose(merged(ids), before, atol=1e-5)
