@@ -6,3 +6,9 @@ def test_demo_writes_pictures_and_reports(tiny_pipeline, tmp_path):
     assert 0.0 <= out["precision_at_5"] <= 1.0 and 0.0 <= out["classify_accuracy"] <= 1.0
     for name in ("search_results.png", "gallery_overview.png", "index/index.faiss", "gallery/captions.jsonl"):
         assert (tmp_path / "demo" / name).is_file()
+
+
+def test_demo_with_an_assistant_checks_its_answers(tiny_pipeline, make_assistant, tmp_path):
+    out = run_demo(tiny_pipeline, tmp_path / "demo", gallery_size=12, assistant=make_assistant("mlp"))
+    assert 0.0 <= out["assistant_accuracy"] <= 1.0
+    assert (tmp_path / "demo" / "assistant_results.png").is_file()

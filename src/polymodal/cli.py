@@ -254,11 +254,15 @@ def demo(
     ),
     model: ModelOpt = "tiny-clip",
     gallery_size: Annotated[int, typer.Option(help="Images to generate and index.")] = 300,
+    assistant: Annotated[
+        str, typer.Option(help="Assistant for captions and answers ('' skips that part).")
+    ] = "tiny-assistant",
 ) -> None:
-    """The main job: generate a gallery, index it, search it, classify zero-shot, write contact sheets."""
+    """The main job: generate a gallery, index it, search it, classify zero-shot, write contact sheets;
+    then caption, answer and ground a few images with the assistant."""
     from polymodal.demo import run_demo
 
-    run_demo(_load(model), out, gallery_size=gallery_size)
+    run_demo(_load(model), out, gallery_size=gallery_size, assistant=_load(assistant) if assistant else None)
 
 
 from polymodal import cli_assistant  # noqa: E402, F401  (registers caption, ask and chat on the app)

@@ -130,8 +130,9 @@ def _classify_table(pipeline, gallery: Path, truth, console: Console) -> float:
     return correct / max(1, len(digits) + len(singles))
 
 
-def run_demo(pipeline, out: str | Path, gallery_size: int = 300) -> dict[str, Any]:
-    """Generate, index, search, classify; print tables and write contact sheets under ``out``."""
+def run_demo(pipeline, out: str | Path, gallery_size: int = 300, assistant=None) -> dict[str, Any]:
+    """Generate, index, search, classify (and, given an assistant, caption/answer/ground); print tables and
+    write contact sheets under ``out``."""
     from polymodal.search import build_folder_index, open_index
     from polymodal.viz import contact_sheet, image_grid
 
@@ -162,10 +163,15 @@ def run_demo(pipeline, out: str | Path, gallery_size: int = 300) -> dict[str, An
         path=out / "gallery_overview.png",
     )
     accuracy = _classify_table(pipeline, gallery, truth, console)
+    extra = {}
+    if assistant is not None:
+        from polymodal.demo_assistant import run_assistant_demo
+
+        extra = run_assistant_demo(assistant, out, console)
     elapsed = time.perf_counter() - t0
     console.print(
         f"mean precision@5 over {len(QUERIES)} queries: {precision:.2f} · "
         f"zero-shot accuracy on the shown images: {accuracy:.2f} · {elapsed:.1f} s"
     )
     console.print(f"contact sheet: {sheet}   gallery overview: {out / 'gallery_overview.png'}")
-    return {"precision_at_5": precision, "classify_accuracy": accuracy, "seconds": elapsed}
+    return {"precision_at_5": precision, "classify_accuracy": accuracy, "seconds": elapsed, **extra}
