@@ -88,3 +88,15 @@ def test_ground_raises_when_no_box_comes_back(make_assistant, images):
     pipe = make_assistant("mlp")
     with pytest.raises(ValueError, match="did not answer with a box"):
         pipe.ground(images[0], "the red circle")
+
+
+@pytest.mark.parametrize("adapter", ["mlp", "xattn"])
+def test_beam_search_with_one_beam_is_greedy(make_assistant, images, adapter):
+    pipe = make_assistant(adapter)
+    if adapter == "xattn":
+        for layer in pipe.model.adapter.layers:
+            torch.nn.init.constant_(layer.attn_gate, 0.7)
+    messages = [{"role": "user", "content": "<image> what is it?"}]
+    greedy = pipe.chat(messages, images=[images[0]], max_tokens=5)
+    assert pipe._beam(pipe._prompt_ids(messages, 1), [images[0]], 5, 1, ()) == greedy
+    assert isinstance(pipe.chat(messages, images=[images[0]], max_tokens=5, num_beams=3), str)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from polymodal.data.chat import IMAGE_TOKEN, ChatTemplate
-from polymodal.generate import generate, stream_tokens
+from polymodal.generate import beam_search, generate, stream_tokens
 from polymodal.registry import ModelSpec
 
 CAPTION_PROMPTS = {"short": "describe the image briefly.", "detailed": "describe the image in detail."}
@@ -140,17 +140,26 @@ class AssistantPipeline:
         top_p: float = 1.0,
         stop: Sequence[str] = (),
         seed: int | None = None,
+        num_beams: int = 1,
     ) -> list[str]:
         """Replies to a batch of conversations (left-padded, one decode loop); ``images[i]`` belong to
-        conversation ``i`` in placeholder order."""
+        conversation ``i`` in placeholder order. ``num_beams > 1`` runs beam search per conversation."""
         if len(conversations) != len(images):
             raise ValueError(f"{len(conversations)} conversations but {len(images)} image lists")
         prompts = [self._prompt_ids(c, len(im)) for c, im in zip(conversations, images, strict=True)]
+        if num_beams > 1:
+            return [self._beam(p, im, max_tokens, num_beams, stop) for p, im in zip(prompts, images, strict=True)]
         ids, mask = self._left_pad(prompts)
         lm = ConditionedLM(self.model, self._pixels([x for im in images for x in im]))
         out = generate(lm, ids, mask, max_new_tokens=max_tokens, temperature=temperature, top_p=top_p,
                        eos_id=self.template.end_id, seed=seed, pad_id=self.tokenizer.pad_id)  # fmt: skip
         return [_cut_at_stop(self.tokenizer.decode(row).strip(), stop)[0] for row in out.tolist()]
+
+    def _beam(self, prompt: list[int], images: Sequence[Any], max_tokens: int, num_beams: int, stop) -> str:
+        ids = torch.tensor([prompt], device=self.device)
+        lm = ConditionedLM(self.model, self._pixels(images))
+        out = beam_search(lm, ids, num_beams=num_beams, max_new_tokens=max_tokens, eos_id=self.template.end_id)
+        return _cut_at_stop(self.tokenizer.decode(out[0]).strip(), stop)[0]
 
     def chat(
         self,
@@ -162,6 +171,7 @@ class AssistantPipeline:
         stop: Sequence[str] = (),
         seed: int | None = None,
         stream: bool = False,
+        num_beams: int = 1,
     ) -> str | Iterator[str]:
         """Reply to a conversation. Images come as content parts or as ``images`` for ``<image>``
         placeholders in string contents. ``stream=True`` returns an iterator of text pieces."""
@@ -169,7 +179,8 @@ class AssistantPipeline:
         all_images = list(inline) + list(images)
         if stream:
             return self._stream(messages, all_images, max_tokens, temperature, top_p, stop, seed)
-        return self.generate_batch([messages], [all_images], max_tokens, temperature, top_p, stop, seed)[0]
+        replies = self.generate_batch([messages], [all_images], max_tokens, temperature, top_p, stop, seed, num_beams)
+        return replies[0]
 
     def _stream(self, messages, images, max_tokens, temperature, top_p, stop, seed) -> Iterator[str]:
         ids = torch.tensor([self._prompt_ids(messages, len(images))], device=self.device)
