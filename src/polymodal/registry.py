@@ -25,6 +25,10 @@ ENCODERS: dict[str, tuple[str, str]] = {
     "cnn": ("polymodal.modules.cnn:CNNConfig", "polymodal.modules.cnn:ConvEncoder"),
     "transformer": ("polymodal.modules.text:TextConfig", "polymodal.modules.text:TextTransformer"),
     "hf_text": ("polymodal.modules.text:HFTextConfig", "polymodal.interop.bert:build_pretrained_text"),
+    "audio": (
+        "polymodal.modules.audio_encoder:AudioEncoderConfig",
+        "polymodal.modules.audio_encoder:AudioEncoder",
+    ),
 }
 ARCHITECTURES: dict[str, tuple[str, str]] = {
     "dual_encoder": (
@@ -32,6 +36,11 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
         "polymodal.models.dual_encoder:DualEncoder",
     ),
     "assistant": ("polymodal.models.assistant:AssistantConfig", "polymodal.models.assistant:Assistant"),
+    "causal_lm": (
+        "polymodal.pipelines.language_model:LanguageModelConfig",
+        "polymodal.modules.decoder:CausalLM",
+    ),
+    "speech_to_text": ("polymodal.models.speech:SpeechToTextConfig", "polymodal.models.speech:SpeechToText"),
 }
 
 

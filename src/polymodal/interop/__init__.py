@@ -16,7 +16,40 @@ from typing import Any
 FAMILIES = {
     "clip": ("CLIPModel", "polymodal.interop.clip:convert_clip", False, "dual encoder: ViT + causal text"),
     "siglip": ("SiglipModel", "polymodal.interop.siglip:convert_siglip", True, "dual encoder, sigmoid loss"),
+    "gpt2": (
+        "GPT2LMHeadModel",
+        "polymodal.pipelines.language_model:load_transformers_lm",
+        False,
+        "causal LM",
+    ),
+    "llama": (
+        "LlamaForCausalLM",
+        "polymodal.pipelines.language_model:load_transformers_lm",
+        False,
+        "causal LM",
+    ),
+    "mistral": (
+        "MistralForCausalLM",
+        "polymodal.pipelines.language_model:load_transformers_lm",
+        False,
+        "causal LM without sliding-window attention",
+    ),
+    "llava": (
+        "LlavaForConditionalGeneration",
+        "polymodal.interop.llava:load_llava",
+        False,
+        "assistant: CLIP ViT + MLP projector + Llama-family LM (LLaVA-1.5)",
+    ),
+    "whisper": (
+        "WhisperForConditionalGeneration",
+        "polymodal.interop.whisper:whisper_pipeline",
+        False,
+        "speech to text: audio encoder + cross-attending decoder (model only, no pipeline yet)",
+    ),
 }
+# families whose converter builds the whole pipeline: convert(folder, hf_config, device) -> pipeline; it
+# checks the config first, then reads the model with read_hf_model and its own tokenizer/processor files
+BUILDS_PIPELINE = ("gpt2", "llama", "mistral", "llava", "whisper")
 SUPPORTED = {kind: family[3] for kind, family in FAMILIES.items()}
 HUB_FILES = [
     "config.json",
@@ -113,24 +146,32 @@ def load_hf_folder(folder: Path, device: str = "cpu"):
         )
     import importlib
 
-    import transformers
-
-    from polymodal.modules.text import quiet_transformers
     from polymodal.pipelines import pipeline_for
 
-    class_name, converter, pad_to_context, _ = FAMILIES[kind]
+    _, converter, pad_to_context, _ = FAMILIES[kind]
     module, function = converter.split(":")
-    hf_class = getattr(transformers, class_name)
-    try:
-        with quiet_transformers():
-            hf_model = hf_class.from_pretrained(folder, local_files_only=True, use_safetensors=True)
-    except Exception as e:  # transformers and safetensors raise many types for a bad file
-        raise ValueError(f"cannot read the {kind} checkpoint in {folder}: {type(e).__name__}: {e}") from None
-    model, spec = getattr(importlib.import_module(module), function)(hf_model, name=folder.name)
+    convert = getattr(importlib.import_module(module), function)
+    if kind in BUILDS_PIPELINE:
+        return convert(folder, hf_config, device=device)
+    model, spec = convert(read_hf_model(folder, kind), name=folder.name)
     spec.image_processor = _image_processor(folder, spec.model["image"]["image_size"])
     tokenizer = _tokenizer(folder, spec.model["text"]["context_length"])
     tokenizer.pad_to_context_length = pad_to_context
     return pipeline_for(spec, model, None, device=device, tokenizer=tokenizer)
+
+
+def read_hf_model(folder: Path, kind: str):
+    """The transformers model of a ``kind`` checkpoint folder (safetensors only, no remote code)."""
+    import transformers
+
+    from polymodal.modules.text import quiet_transformers
+
+    hf_class = getattr(transformers, FAMILIES[kind][0])
+    try:
+        with quiet_transformers():
+            return hf_class.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+    except Exception as e:  # transformers and safetensors raise many types for a bad file
+        raise ValueError(f"cannot read the {kind} checkpoint in {folder}: {type(e).__name__}: {e}") from None
 
 
 def is_hub_id(name: str | os.PathLike) -> bool:

@@ -21,6 +21,8 @@ from polymodal.modules.adapters import AdapterConfig, build_adapter
 from polymodal.modules.decoder import CausalLM, DecoderConfig
 from polymodal.registry import build_encoder, encoder_config
 
+TEMPLATES = ("polymodal", "llava")  # chat templates an assistant can record (see AssistantPipeline)
+
 
 @dataclass
 class AssistantConfig:
@@ -31,9 +33,22 @@ class AssistantConfig:
     lm: dict[str, Any] = field(default_factory=dict)  # polymodal.modules.decoder.DecoderConfig
     image_token_id: int = -1  # id of the <image> token in the tokenizer (set when the model is built)
     freeze_vision: bool = True  # keep the image encoder's weights fixed (and in eval mode)
+    feature_norm: bool = True  # LayerNorm on the encoder tokens before the adapter (LLaVA has none)
+    vision_layer: int | None = None  # read this ViT hidden state, unnormalised (LLaVA: -2); None = all + norm
+    vision_class_token: bool = True  # keep the ViT class token among the image tokens (LLaVA drops it)
+    template: str = "polymodal"  # chat format: polymodal (<|user|> tokens) | llava (USER: .. ASSISTANT:)
+    end_token_id: int | None = None  # llava template: the id that ends a reply (the LM's EOS)
 
     def validate(self) -> None:
-        encoder_config(self.vision)
+        vision = encoder_config(self.vision)
+        if (self.vision_layer is not None or not self.vision_class_token) and vision.type != "vit":
+            raise ConfigError(f"vision_layer and vision_class_token need a vit encoder, not {vision.type!r}")
+        if not self.vision_class_token and not vision.class_token:
+            raise ConfigError("vision_class_token false drops a class token, but this ViT has none")
+        if self.template not in TEMPLATES:
+            raise ConfigError(f"template must be one of {TEMPLATES}, got {self.template!r}")
+        if self.template == "llava" and self.end_token_id is None:
+            raise ConfigError("the llava template needs end_token_id (the language model's EOS id)")
         self.adapter_config().validate()
         self.lm_config().validate()
         if self.image_token_id >= self.lm_config().vocab_size:
@@ -52,7 +67,8 @@ class Assistant(nn.Module):
     def __init__(self, vision: nn.Module, adapter: nn.Module, lm: CausalLM, config: AssistantConfig):
         super().__init__()
         self.vision, self.adapter, self.lm, self.config = vision, adapter, lm, config
-        self.feature_norm = nn.LayerNorm(vision.width)  # CNN grid tokens come unnormalised
+        # CNN grid tokens come unnormalised; LLaVA feeds its projector raw ViT hidden states
+        self.feature_norm = nn.LayerNorm(vision.width) if config.feature_norm else nn.Identity()
         if config.freeze_vision:
             self.vision.requires_grad_(False)
 
@@ -83,16 +99,25 @@ class Assistant(nn.Module):
             with torch.no_grad():
                 probe = torch.zeros(1, self.vision.config.channels, size, size)
                 probe = probe.to(next(self.vision.parameters()).dtype)
-                self._source_tokens = self.vision.forward_features(probe).shape[1]
+                self._source_tokens = self.encoder_tokens(probe).shape[1]
         return self._source_tokens
+
+    def encoder_tokens(self, images: Tensor) -> Tensor:
+        """The encoder tokens the adapter reads (B, N, vision width): ``forward_features``, or the hidden
+        state ``config.vision_layer``; without the class token when ``config.vision_class_token`` is false."""
+        if self.config.vision_layer is None:
+            tokens = self.vision.forward_features(images)
+        else:
+            tokens = self.vision.hidden_state(images, self.config.vision_layer)
+        return tokens if self.config.vision_class_token else tokens[:, 1:]
 
     def image_features(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) processed images -> normalised encoder tokens (B, N, vision width)."""
         if self.config.freeze_vision:
             with torch.no_grad():
-                features = self.vision.forward_features(images)
+                features = self.encoder_tokens(images)
         else:
-            features = self.vision.forward_features(images)
+            features = self.encoder_tokens(images)
         return self.feature_norm(features)
 
     def condition(self, input_ids: Tensor, images: Tensor | None) -> tuple[Tensor, Callable | None]:

@@ -39,6 +39,8 @@ class DecoderConfig:
     mlp: str = "gelu"  # gelu (fc1, act, fc2) | swiglu (down(silu(gate(x)) * up(x)), Llama)
     mlp_hidden: int | None = None  # MLP hidden size; None = int(width * mlp_ratio)
     kv_heads: int | None = None  # key/value heads for grouped-query attention; None = heads
+    cross_attention: bool = False  # each block also attends to encoder states (Whisper's decoder)
+    cross_width: int | None = None  # width of those encoder states; None = width
 
     def validate(self) -> None:
         if self.width % self.heads:
@@ -65,6 +67,8 @@ class DecoderConfig:
             )
         if self.mlp_hidden is not None and self.mlp_hidden < 1:
             raise ConfigError(f"DecoderConfig: mlp_hidden must be >= 1 or None, got {self.mlp_hidden}")
+        if self.cross_width is not None and self.cross_width < 1:
+            raise ConfigError(f"DecoderConfig: cross_width must be >= 1 or None, got {self.cross_width}")
 
     @property
     def hidden(self) -> int:
@@ -80,12 +84,17 @@ MLPS = ("gelu", "swiglu")
 
 class KVCache:
     """Per-layer keys and values (B, heads, T, head_dim), grown by concatenation, plus the keep-mask (B, T)
-    of every cached position so later steps know which past positions are padding."""
+    of every cached position so later steps know which past positions are padding.
+
+    A cross-attending decoder also keeps each layer's encoder keys/values (B, heads, S, head_dim) and the
+    encoder keep-mask (B, S): computed on the first call and constant after, so each step costs O(1)."""
 
     def __init__(self, depth: int):
         self.keys: list[Tensor | None] = [None] * depth
         self.values: list[Tensor | None] = [None] * depth
         self.mask: Tensor | None = None  # (B, T) bool over all cached positions
+        self.cross: list[tuple[Tensor, Tensor] | None] = [None] * depth  # encoder (keys, values) per layer
+        self.cross_mask: Tensor | None = None  # (B, S) bool over encoder positions, None = all real
 
     @property
     def length(self) -> int:
@@ -106,6 +115,12 @@ class KVCache:
         self.values = [None if v is None else v.index_select(0, index) for v in self.values]
         if self.mask is not None:
             self.mask = self.mask.index_select(0, index)
+        self.cross = [
+            None if c is None else (c[0].index_select(0, index), c[1].index_select(0, index))
+            for c in self.cross
+        ]
+        if self.cross_mask is not None:
+            self.cross_mask = self.cross_mask.index_select(0, index)
 
 
 def rotary_tables(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
@@ -151,6 +166,37 @@ def cached_self_attention(
     return attn.proj(y.transpose(1, 2).reshape(b, t, -1))  # (B, T, C)
 
 
+def cached_cross_attention(
+    attn: Attention,
+    x: Tensor,
+    context: Tensor | None,
+    context_mask: Tensor | None,
+    cache: KVCache | None,
+    layer: int,
+) -> Tensor:
+    """Attention of ``x`` (B, T, C) to encoder states ``context`` (B, S, cross_width) with ``attn``'s
+    weights; ``context_mask`` (B, S) bool keeps real encoder positions (None = all).
+
+    With a cache, this layer's encoder keys/values are projected once and reused by every later step,
+    which may then pass ``context=None``."""
+    b, t, _ = x.shape
+    heads, hd = attn.heads, attn.head_dim
+    q = attn.q(x).view(b, t, heads, hd).transpose(1, 2)  # (B, heads, T, hd)
+    if cache is not None and cache.cross[layer] is not None:
+        k, v = cache.cross[layer]
+    else:
+        if context is None:
+            raise ValueError(f"cross-attention layer {layer} has neither encoder states nor cached keys")
+        s = context.shape[1]
+        k, v = (z.view(b, s, heads, hd).transpose(1, 2) for z in attn.kv(context).chunk(2, dim=-1))
+        if cache is not None:
+            cache.cross[layer] = (k, v)
+    mask = None if context_mask is None else context_mask[:, None, None, :]  # (B, 1, 1, S)
+    dropout = attn.dropout if attn.training else 0.0
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+    return attn.proj(y.transpose(1, 2).reshape(b, t, -1))  # (B, T, C)
+
+
 class SwiGLU(nn.Module):
     """Llama's gated MLP: down(silu(gate(x)) * up(x))."""
 
@@ -181,7 +227,10 @@ def make_mlp(config: DecoderConfig) -> nn.Module:
 
 
 class DecoderBlock(nn.Module):
-    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x)), with cache-aware causal attention."""
+    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x)), with cache-aware causal attention.
+
+    With ``config.cross_attention`` a cross-attention step to the encoder states sits between them, with
+    its own pre-norm: x + cross_attn(norm_cross(x), encoder states) (Whisper's decoder layer)."""
 
     def __init__(self, config: DecoderConfig):
         super().__init__()
@@ -193,6 +242,12 @@ class DecoderBlock(nn.Module):
         self.norm2 = make_norm(config)
         self.mlp = make_mlp(config)
         self.drop = nn.Dropout(config.dropout)
+        self.norm_cross, self.cross_attn = None, None
+        if config.cross_attention:
+            self.norm_cross = make_norm(config)
+            self.cross_attn = Attention(
+                w, config.heads, dropout=config.dropout, bias=config.bias, kv_dim=config.cross_width or w
+            )
 
     def forward(
         self,
@@ -201,8 +256,15 @@ class DecoderBlock(nn.Module):
         cache: KVCache | None,
         layer: int,
         rotary: tuple[Tensor, Tensor] | None = None,
+        encoder_states: Tensor | None = None,
+        encoder_mask: Tensor | None = None,
     ) -> Tensor:
         x = x + self.drop(cached_self_attention(self.attn, self.norm1(x), mask, cache, layer, rotary))
+        if self.cross_attn is not None:
+            y = self.norm_cross(x)
+            x = x + self.drop(
+                cached_cross_attention(self.cross_attn, y, encoder_states, encoder_mask, cache, layer)
+            )
         return x + self.mlp(self.norm2(x))
 
 
@@ -263,9 +325,46 @@ class CausalLM(nn.Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.token_embed.weight
 
+    @classmethod
+    def from_config(cls, config: DecoderConfig) -> CausalLM:
+        """Build with fresh weights (the registry's architecture interface)."""
+        return cls(config)
+
     def new_cache(self) -> KVCache:
         """An empty cache for incremental decoding with this model."""
         return KVCache(self.config.depth)
+
+    def _cross_inputs(
+        self, encoder_states: Tensor | None, encoder_mask: Tensor | None, cache: KVCache | None, b: int
+    ) -> Tensor | None:
+        """Check the encoder inputs against the config and the cache; return the encoder keep-mask to use."""
+        if not self.config.cross_attention:
+            if encoder_states is not None or encoder_mask is not None:
+                raise ValueError(
+                    "this decoder has no cross-attention (DecoderConfig.cross_attention is false)"
+                )
+            return None
+        cached = cache is not None and cache.cross[0] is not None
+        if cached:
+            if encoder_states is not None or encoder_mask is not None:
+                raise ValueError(
+                    "the cache already holds the encoder keys/values: pass encoder_states only once"
+                )
+            return cache.cross_mask
+        width = self.config.cross_width or self.config.width
+        if encoder_states is None or encoder_states.dim() != 3 or encoder_states.shape[::2] != (b, width):
+            shape = None if encoder_states is None else tuple(encoder_states.shape)
+            raise ValueError(f"a cross-attending decoder needs encoder_states ({b}, S, {width}), got {shape}")
+        if encoder_mask is not None:
+            if encoder_mask.shape != encoder_states.shape[:2]:
+                raise ValueError(
+                    f"encoder_mask must be (batch, encoder tokens) = {tuple(encoder_states.shape[:2])}, "
+                    f"got {tuple(encoder_mask.shape)}"
+                )
+            encoder_mask = encoder_mask.bool()
+        if cache is not None:
+            cache.cross_mask = encoder_mask
+        return encoder_mask
 
     def _embed(self, input_ids: Tensor | None, inputs_embeds: Tensor | None) -> Tensor:
         if (input_ids is None) == (inputs_embeds is None):
@@ -292,8 +391,14 @@ class CausalLM(nn.Module):
         cache: KVCache | None = None,
         inputs_embeds: Tensor | None = None,
         block_hook: BlockHook | None = None,
+        encoder_states: Tensor | None = None,
+        encoder_mask: Tensor | None = None,
     ) -> Tensor:
         """Logits (B, T, vocab) for the new tokens; the cache (if given) is extended in place.
+
+        A cross-attending decoder (``config.cross_attention``) reads ``encoder_states`` (B, S, cross_width)
+        with an optional keep-mask ``encoder_mask`` (B, S); with a cache they are given on the first call
+        only, and later calls reuse the cached encoder keys/values.
 
         Left padding is supported: positions count real tokens only, so a padded row gets the same logits
         as the unpadded one. ``attention_mask`` covers the new tokens or the whole (cached + new) sequence.
@@ -301,6 +406,7 @@ class CausalLM(nn.Module):
         layers are inserted this way)."""
         x = self._embed(input_ids, inputs_embeds)
         b, t, _ = x.shape
+        encoder_mask = self._cross_inputs(encoder_states, encoder_mask, cache, b)
         past = 0 if cache is None else cache.length
         if past + t > self.config.context_length:
             raise ValueError(
@@ -325,7 +431,7 @@ class CausalLM(nn.Module):
         for layer, block in enumerate(self.blocks):
             if block_hook is not None:
                 x = block_hook(layer, x)
-            x = block(x, mask, cache, layer, rotary)
+            x = block(x, mask, cache, layer, rotary, encoder_states, encoder_mask)
         if cache is not None:
             cache.mask = keep
         return self.lm_head(self.norm(x))

@@ -120,14 +120,28 @@ class VisionTransformer(nn.Module):
         if self.cls_token is not None:
             nn.init.trunc_normal_(self.cls_token, std=0.02)
 
-    def forward_features(self, images: Tensor) -> Tensor:
-        """Tokens after the final norm: (B, 1 + N, width) with the class token first, or (B, N, width)."""
+    def _embed(self, images: Tensor) -> Tensor:
+        """Patch (+ class) embeddings with positions, after the pre-norm: (B, [1 +] N, width)."""
         check_images(images, self.config.channels, self.config.image_size)
         x = self.patch_embed(image_to_patches(images, self.config.patch_size))  # (B, N, W)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        x = x + self.pos_embed
-        return self.norm(self.blocks(self.norm_pre(x)))
+        return self.norm_pre(x + self.pos_embed)
+
+    def forward_features(self, images: Tensor) -> Tensor:
+        """Tokens after the final norm: (B, 1 + N, width) with the class token first, or (B, N, width)."""
+        return self.norm(self.blocks(self._embed(images)))
+
+    def hidden_state(self, images: Tensor, layer: int) -> Tensor:
+        """Tokens after ``layer`` blocks, without the final norm, indexed like transformers' ``hidden_states``:
+        0 = the embeddings, k = after k blocks, -1 = after the last, -2 = after the one before (LLaVA)."""
+        depth = len(self.blocks.blocks)
+        if not -(depth + 1) <= layer <= depth:
+            raise ValueError(f"layer {layer} is outside this ViT's hidden states (-{depth + 1} .. {depth})")
+        x = self._embed(images)
+        for block in self.blocks.blocks[: layer % (depth + 1)]:  # only the blocks the layer needs
+            x = block(x)
+        return x
 
     def pool(self, tokens: Tensor) -> Tensor:
         """Pooled features (B, width) from ``forward_features`` tokens."""

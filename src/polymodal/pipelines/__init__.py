@@ -10,6 +10,7 @@ from polymodal.registry import ModelSpec
 PIPELINES = {
     "dual_encoder": "polymodal.pipelines.dual_encoder:DualEncoderPipeline",
     "assistant": "polymodal.pipelines.assistant:AssistantPipeline",
+    "causal_lm": "polymodal.pipelines.language_model:LanguageModelPipeline",
 }
 
 

@@ -72,6 +72,17 @@ def _split_images(messages: Sequence[dict[str, Any]]) -> tuple[list[dict[str, An
     return clean, images
 
 
+def default_template(model, tokenizer):
+    """The chat template an assistant's config records: polymodal's, or LLaVA's for converted checkpoints."""
+    image_tokens = model.adapter.num_tokens(model.source_tokens)
+    if model.config.template == "llava":
+        from polymodal.interop.llava import LlavaChatTemplate
+
+        config = model.config
+        return LlavaChatTemplate(tokenizer, image_tokens, config.image_token_id, config.end_token_id)
+    return ChatTemplate(tokenizer, image_tokens)
+
+
 def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     cuts = [text.index(s) for s in stop if s and s in text]
     return (text[: min(cuts)], True) if cuts else (text, False)
@@ -80,7 +91,11 @@ def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
 class AssistantPipeline:
     """A loaded assistant (image encoder + adapter + LM) with its tokenizer and image processor."""
 
-    def __init__(self, model, tokenizer, image_processor, spec: ModelSpec, device: str = "cpu"):
+    def __init__(
+        self, model, tokenizer, image_processor, spec: ModelSpec, device: str = "cpu", template=None
+    ):
+        """``template``: a chat template (``encode``, ``image_id``, ``end_id``, ``tokens_per_image``); by
+        default the one the model's config names (polymodal's ``ChatTemplate`` or LLaVA's)."""
         self.model = model.to(device).eval()
         self.tokenizer, self.image_processor, self.spec, self.device = (
             tokenizer,
@@ -88,7 +103,7 @@ class AssistantPipeline:
             spec,
             device,
         )
-        self.template = ChatTemplate(tokenizer, model.adapter.num_tokens(model.source_tokens))
+        self.template = template or default_template(model, tokenizer)
         self.source = spec.name
 
     @property
@@ -148,7 +163,9 @@ class AssistantPipeline:
             raise ValueError(f"{len(conversations)} conversations but {len(images)} image lists")
         prompts = [self._prompt_ids(c, len(im)) for c, im in zip(conversations, images, strict=True)]
         if num_beams > 1:
-            return [self._beam(p, im, max_tokens, num_beams, stop) for p, im in zip(prompts, images, strict=True)]
+            return [
+                self._beam(p, im, max_tokens, num_beams, stop) for p, im in zip(prompts, images, strict=True)
+            ]
         ids, mask = self._left_pad(prompts)
         lm = ConditionedLM(self.model, self._pixels([x for im in images for x in im]))
         out = generate(lm, ids, mask, max_new_tokens=max_tokens, temperature=temperature, top_p=top_p,
@@ -158,7 +175,9 @@ class AssistantPipeline:
     def _beam(self, prompt: list[int], images: Sequence[Any], max_tokens: int, num_beams: int, stop) -> str:
         ids = torch.tensor([prompt], device=self.device)
         lm = ConditionedLM(self.model, self._pixels(images))
-        out = beam_search(lm, ids, num_beams=num_beams, max_new_tokens=max_tokens, eos_id=self.template.end_id)
+        out = beam_search(
+            lm, ids, num_beams=num_beams, max_new_tokens=max_tokens, eos_id=self.template.end_id
+        )
         return _cut_at_stop(self.tokenizer.decode(out[0]).strip(), stop)[0]
 
     def chat(
@@ -179,7 +198,9 @@ class AssistantPipeline:
         all_images = list(inline) + list(images)
         if stream:
             return self._stream(messages, all_images, max_tokens, temperature, top_p, stop, seed)
-        replies = self.generate_batch([messages], [all_images], max_tokens, temperature, top_p, stop, seed, num_beams)
+        replies = self.generate_batch(
+            [messages], [all_images], max_tokens, temperature, top_p, stop, seed, num_beams
+        )
         return replies[0]
 
     def _stream(self, messages, images, max_tokens, temperature, top_p, stop, seed) -> Iterator[str]:
