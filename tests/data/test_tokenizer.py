@@ -86,3 +86,17 @@ def test_pad_to_context_length_survives_save_and_load(tokenizer, tmp_path):
     fixed.save(tmp_path / "b")
     assert TextTokenizer.load(tmp_path / "b")(["a red circle"], context_length=12)[0].shape == (1, 12)
     assert tokenizer(["a red circle"], context_length=12)[0].shape[1] < 12  # default: pad to the longest
+
+
+def test_bos_only_and_eos_only_post_processors_are_told_apart(tokenizer):
+    from tokenizers import Tokenizer, processors
+
+    from polymodal.data.tokenizer import TextTokenizer
+
+    for template, bos, eos in (("[BOS] $A", 2, None), ("$A [EOS]", None, 3), ("[BOS] $A [EOS]", 2, 3)):
+        tok = Tokenizer.from_str(tokenizer.tokenizer.to_str())
+        tok.post_processor = processors.TemplateProcessing(
+            single=template, special_tokens=[("[BOS]", 2), ("[EOS]", 3)]
+        )
+        wrapped = TextTokenizer(tok)
+        assert (wrapped.bos_id, wrapped.eos_id) == (bos, eos)

@@ -39,10 +39,7 @@ class TextTokenizer:
         # True: pad every text to context_length and attend to the padding, as SigLIP was trained
         self.pad_to_context_length = False
         self._pad_id = pad_id if pad_id is not None else _find_pad_id(tokenizer)
-        wrapped = tokenizer.encode("")  # the post-processor's specials alone: [BOS, EOS] or [CLS, SEP]
-        ids = wrapped.ids
-        self._bos_id = ids[0] if len(ids) == 2 else None
-        self._eos_id = ids[-1] if ids else None
+        self._bos_id, self._eos_id = _wrapping_ids(tokenizer)
 
     @classmethod
     def train_bpe(
@@ -160,6 +157,17 @@ class TextTokenizer:
         if isinstance(ids, torch.Tensor | np.ndarray):
             ids = ids.tolist()
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
+
+
+def _wrapping_ids(tok: Tokenizer) -> tuple[int | None, int | None]:
+    """(BOS, EOS) ids the post-processor adds: [BOS, EOS] / [CLS, SEP], BOS only (Llama) or EOS only."""
+    specials = tok.encode("").ids
+    if len(specials) == 2:
+        return specials[0], specials[1]
+    if len(specials) != 1:
+        return None, None
+    text = tok.encode("a").ids  # a lone special is a BOS when it comes first and not last
+    return (specials[0], None) if text[0] == specials[0] and text[-1] != specials[0] else (None, specials[0])
 
 
 def _read_config(path: Path) -> dict:
