@@ -7,9 +7,7 @@ the context length.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,6 +15,7 @@ from torch import Tensor, nn
 
 from polymodal.data.chat import IMAGE_TOKEN, ChatTemplate
 from polymodal.generate import beam_search, generate, stream_tokens
+from polymodal.pipelines.base import Pipeline
 from polymodal.registry import ModelSpec
 
 CAPTION_PROMPTS = {"short": "describe the image briefly.", "detailed": "describe the image in detail."}
@@ -88,7 +87,7 @@ def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     return (text[: min(cuts)], True) if cuts else (text, False)
 
 
-class AssistantPipeline:
+class AssistantPipeline(Pipeline):
     """A loaded assistant (image encoder + adapter + LM) with its tokenizer and image processor."""
 
     def __init__(
@@ -96,19 +95,8 @@ class AssistantPipeline:
     ):
         """``template``: a chat template (``encode``, ``image_id``, ``end_id``, ``tokens_per_image``); by
         default the one the model's config names (polymodal's ``ChatTemplate`` or LLaVA's)."""
-        self.model = model.to(device).eval()
-        self.tokenizer, self.image_processor, self.spec, self.device = (
-            tokenizer,
-            image_processor,
-            spec,
-            device,
-        )
+        super().__init__(model, tokenizer, image_processor, spec, device)
         self.template = template or default_template(model, tokenizer)
-        self.source = spec.name
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
 
     @property
     def context_length(self) -> int:
@@ -245,12 +233,3 @@ class AssistantPipeline:
             raise ValueError(f"the model did not answer with a box for {expression!r}; it said {answer!r}")
         w, h = picture.size
         return (box[0] * w, box[1] * h, box[2] * w, box[3] * h)
-
-    def current_spec(self) -> ModelSpec:
-        return self.spec
-
-    def save(self, path: str | os.PathLike, dtype: Any = None) -> Path:
-        """Write this model as a folder: config.json, model.safetensors, tokenizer files."""
-        from polymodal.hub import write_model_folder
-
-        return write_model_folder(self.model, self.current_spec(), self.tokenizer, path, dtype)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from polymodal.inference import encode_images, encode_texts
+from polymodal.pipelines.base import Pipeline
 from polymodal.registry import ModelSpec
 
 DEFAULT_TEMPLATES = ("a photo of a {}.", "{}")
@@ -25,22 +25,8 @@ def _batches(items: Sequence[Any], size: int):
         yield items[start : start + size]
 
 
-class DualEncoderPipeline:
+class DualEncoderPipeline(Pipeline):
     """A loaded dual encoder (CLIP/SigLIP style) ready for embedding, search and zero-shot classification."""
-
-    def __init__(self, model, tokenizer, image_processor, spec: ModelSpec, device: str = "cpu"):
-        self.model = model.to(device).eval()
-        self.tokenizer, self.image_processor, self.spec, self.device = (
-            tokenizer,
-            image_processor,
-            spec,
-            device,
-        )
-        self.source = spec.name  # how to load this model again: a bundled name or a folder path (set by load)
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
 
     @property
     def context_length(self) -> int:
@@ -110,9 +96,3 @@ class DualEncoderPipeline:
             text=to_dict(self.model.text_encoder.config),
         )
         return replace(self.spec, model=model)
-
-    def save(self, path: str | os.PathLike, dtype: Any = None) -> Path:
-        """Write this model as a folder: config.json, model.safetensors, tokenizer files."""
-        from polymodal.hub import write_model_folder
-
-        return write_model_folder(self.model, self.current_spec(), self.tokenizer, path, dtype)

@@ -10,7 +10,6 @@ config (:class:`LanguageModelConfig`), because no tokenizer file says it (GPT-2'
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from torch import Tensor
 from polymodal.generate import generate as generate_ids
 from polymodal.generate import stream_tokens
 from polymodal.modules.decoder import CausalLM, DecoderConfig
+from polymodal.pipelines.base import Pipeline
 from polymodal.registry import ModelSpec
 
 LLAMA_FAMILY = ("llama", "mistral")  # model types interop.llama converts (same weights and layout)
@@ -43,7 +43,7 @@ def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     return (text[: min(cuts)], True) if cuts else (text, False)
 
 
-class LanguageModelPipeline:
+class LanguageModelPipeline(Pipeline):
     """A loaded ``CausalLM`` with its tokenizer: ``generate`` (batched) and ``stream`` text continuations."""
 
     def __init__(
@@ -55,14 +55,8 @@ class LanguageModelPipeline:
         device: str = "cpu",
     ):
         """``image_processor`` is accepted (and ignored) so ``pipeline_for`` builds every pipeline alike."""
-        self.model = model.to(device).eval()
-        self.tokenizer, self.device = tokenizer, device
-        self.spec = spec or ModelSpec(architecture="causal_lm", model=dataclasses.asdict(model.config))
-        self.source = self.spec.name
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
+        spec = spec or ModelSpec(architecture="causal_lm", model=dataclasses.asdict(model.config))
+        super().__init__(model, tokenizer, image_processor, spec, device)
 
     @property
     def context_length(self) -> int:
@@ -163,15 +157,6 @@ class LanguageModelPipeline:
         text = self._text(tokens, stop)
         if len(text) > len(sent) and text.startswith(sent):
             yield text[len(sent) :]
-
-    def current_spec(self) -> ModelSpec:
-        return self.spec
-
-    def save(self, path: str | os.PathLike, dtype: Any = None) -> Path:
-        """Write this model as a folder (config.json, model.safetensors, tokenizer files); ``dtype`` casts."""
-        from polymodal.hub import write_model_folder
-
-        return write_model_folder(self.model, self.current_spec(), self.tokenizer, path, dtype)
 
 
 def checkpoint_eos_ids(hf_model) -> list[int]:
