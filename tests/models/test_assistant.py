@@ -70,3 +70,26 @@ def test_lm_stage_batches_have_no_images_and_learn_every_token(make_assistant):
     real[:, 0] = False
     assert ((batch["labels"] != -100) == real).all()
     assert torch.isfinite(assistant_loss(pipe.model.lm, batch)["loss"])
+
+
+def test_grid_positions_encode_rows_and_columns():
+    from polymodal.models.assistant import grid_positions
+
+    pos = grid_positions(16, 8)[0]  # 4x4 grid
+    assert pos.shape == (16, 8)
+    assert torch.equal(pos[0, :4], pos[3, :4]) and not torch.equal(pos[0, 4:], pos[3, 4:])  # same row
+    assert torch.equal(pos[0, 4:], pos[12, 4:]) and not torch.equal(pos[0, :4], pos[12, :4])  # same column
+    with pytest.raises(Exception, match="square token grid"):
+        grid_positions(10, 8)
+
+
+def test_feature_positions_make_tokens_depend_on_where_they_are(make_assistant):
+    from dataclasses import replace
+
+    from polymodal.registry import build_model
+
+    spec = make_assistant("mlp").spec
+    model = build_model(replace(spec, model={**spec.model, "feature_positions": True})).eval()
+    assert model.feature_pos is not None and model.feature_pos.shape[1] == model.source_tokens
+    tokens = model.image_features(torch.zeros(1, 3, 32, 32))[0]  # a blank image: the encoder tokens agree
+    assert not torch.allclose(tokens[0], tokens[-1])  # yet the first and the last cell differ

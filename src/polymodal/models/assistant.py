@@ -7,6 +7,7 @@ check); a cross-attention adapter instead inserts gated layers before the LM's b
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,8 @@ class AssistantConfig:
     image_token_id: int = -1  # id of the <image> token in the tokenizer (set when the model is built)
     freeze_vision: bool = True  # keep the image encoder's weights fixed (and in eval mode)
     feature_norm: bool = True  # LayerNorm on the encoder tokens before the adapter (LLaVA has none)
+    feature_positions: bool = False  # add a learned 2D position table to the encoder tokens (a CNN grid
+    # carries no absolute position, so without it "left of" and boxes are guesses; a ViT already has one)
     vision_layer: int | None = None  # read this ViT hidden state, unnormalised (LLaVA: -2); None = all + norm
     vision_class_token: bool = True  # keep the ViT class token among the image tokens (LLaVA drops it)
     template: str = "polymodal"  # chat format: polymodal (<|user|> tokens) | llava (USER: .. ASSISTANT:)
@@ -61,6 +64,23 @@ class AssistantConfig:
         return from_dict(DecoderConfig, self.lm, where="assistant.lm")
 
 
+def grid_positions(tokens: int, width: int) -> Tensor:
+    """(1, tokens, width) 2D sine-cosine positions of a square grid (row-major), as MAE initialises them:
+    half the channels encode the row, half the column, so nearby cells get similar vectors."""
+    side = math.isqrt(tokens)
+    if side * side != tokens or width % 4:
+        raise ConfigError(
+            f"feature_positions need a square token grid and a width divisible by 4, got {tokens}, {width}"
+        )
+    quarter = width // 4
+    freqs = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter)
+    coords = torch.arange(side, dtype=torch.float32)[:, None] * freqs  # (side, quarter)
+    axis = torch.cat([coords.sin(), coords.cos()], dim=1)  # (side, width / 2)
+    rows = axis[:, None, :].expand(side, side, -1)  # (side, side, width / 2): varies with the row
+    cols = axis[None, :, :].expand(side, side, -1)  # varies with the column
+    return torch.cat([rows, cols], dim=-1).reshape(1, tokens, width)
+
+
 class Assistant(nn.Module):
     """Image encoder + adapter + causal LM; ``forward`` returns next-token logits (B, T, vocab)."""
 
@@ -69,6 +89,9 @@ class Assistant(nn.Module):
         self.vision, self.adapter, self.lm, self.config = vision, adapter, lm, config
         # CNN grid tokens come unnormalised; LLaVA feeds its projector raw ViT hidden states
         self.feature_norm = nn.LayerNorm(vision.width) if config.feature_norm else nn.Identity()
+        self.feature_pos = None
+        if config.feature_positions:
+            self.feature_pos = nn.Parameter(grid_positions(self.source_tokens, vision.width))
         if config.freeze_vision:
             self.vision.requires_grad_(False)
 
@@ -118,7 +141,8 @@ class Assistant(nn.Module):
                 features = self.encoder_tokens(images)
         else:
             features = self.encoder_tokens(images)
-        return self.feature_norm(features)
+        features = self.feature_norm(features)
+        return features if self.feature_pos is None else features + self.feature_pos.to(features.dtype)
 
     def condition(self, input_ids: Tensor, images: Tensor | None) -> tuple[Tensor, Callable | None]:
         """Token embeddings with the images spliced in (B, T, width), and the LM block hook (or None)."""

@@ -129,13 +129,16 @@ def _stage_batches(recipe: AssistantRecipe, stage_name: str, stage: StageRecipe,
 
 
 def _freeze_for(model, stage_name: str) -> None:
-    """Trainable parts per stage: the LM alone, then the adapter (+ feature norm), then adapter + LoRA."""
+    """Trainable parts per stage: the LM alone, then the adapter (+ feature norm and positions), then
+    the same plus LoRA."""
     model.requires_grad_(False)
     if stage_name == "lm":
         model.lm.requires_grad_(True)
-    else:
-        model.adapter.requires_grad_(True)
-        model.feature_norm.requires_grad_(True)
+        return
+    model.adapter.requires_grad_(True)
+    model.feature_norm.requires_grad_(True)
+    if model.feature_pos is not None:
+        model.feature_pos.requires_grad_(True)
 
 
 def run_stage(recipe: AssistantRecipe, stage_name: str, model, tokenizer, processor, out_dir: Path) -> dict:
