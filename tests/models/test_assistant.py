@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -91,5 +93,12 @@ def test_feature_positions_make_tokens_depend_on_where_they_are(make_assistant):
     spec = make_assistant("mlp").spec
     model = build_model(replace(spec, model={**spec.model, "feature_positions": True})).eval()
     assert model.feature_pos is not None and model.feature_pos.shape[1] == model.source_tokens
-    tokens = model.image_features(torch.zeros(1, 3, 32, 32))[0]  # a blank image: the encoder tokens agree
-    assert not torch.allclose(tokens[0], tokens[-1])  # yet the first and the last cell differ
+    images = torch.randn(2, 3, 32, 32)
+    with_positions = model.image_features(images)
+    table = model.feature_pos.detach().clone()
+    with torch.no_grad():
+        model.feature_pos.zero_()
+    assert torch.allclose(with_positions - model.image_features(images), table.expand(2, -1, -1), atol=1e-6)
+    side = math.isqrt(model.source_tokens)
+    rows = table[0].view(side, side, -1)  # cells in one row share the row half of the table
+    assert torch.equal(rows[1, 0, : table.shape[-1] // 2], rows[1, side - 1, : table.shape[-1] // 2])
