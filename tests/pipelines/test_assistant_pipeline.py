@@ -100,3 +100,19 @@ def test_beam_search_with_one_beam_is_greedy(make_assistant, images, adapter):
     greedy = pipe.chat(messages, images=[images[0]], max_tokens=5)
     assert pipe._beam(pipe._prompt_ids(messages, 1), [images[0]], 5, 1, ()) == greedy
     assert isinstance(pipe.chat(messages, images=[images[0]], max_tokens=5, num_beams=3), str)
+
+
+def test_bundled_tiny_assistant_sees_the_scene():
+    """The shipped model: shape names and single-object captions are right on unseen test scenes."""
+    from polymodal.data.instructions import short_caption
+
+    assistant = polymodal.load("tiny-assistant")
+    world = ShapesWorld(split="test", min_objects=1, max_objects=1)
+    scenes = [world.scene(i) for i in range(12)]
+    images = [world.render(s) for s in scenes]
+    captions = assistant.generate_batch(
+        [[{"role": "user", "content": "<image> describe the image briefly."}] for _ in scenes],
+        [[im] for im in images],
+    )
+    correct = sum(c == short_caption(s) for c, s in zip(captions, scenes, strict=True))
+    assert correct >= 10, list(zip(captions, [short_caption(s) for s in scenes], strict=True))
