@@ -23,3 +23,11 @@ def test_stack_images_checks_shapes():
     assert stack_images([torch.zeros(3, 4, 4)] * 2).shape == (2, 3, 4, 4)
     with pytest.raises(ValueError, match="different shapes"):
         stack_images([torch.zeros(3, 4, 4), torch.zeros(3, 5, 5)])
+
+
+def test_left_padding_aligns_the_last_tokens():
+    from polymodal.data.collate import left_pad_token_ids
+
+    ids, mask = left_pad_token_ids([[5, 6, 7], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert mask.tolist() == [[True, True, True], [False, False, True]]

@@ -51,3 +51,17 @@ def pad_token_ids(
         input_ids[row, : len(seq)] = torch.as_tensor(list(seq), dtype=torch.long)
         attention_mask[row, : len(seq)] = True
     return input_ids, attention_mask
+
+
+def left_pad_token_ids(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad prompts for batched generation: (input_ids (B, T), attention_mask (B, T) bool), so every
+    row's last prompt token sits in the last column and new tokens line up."""
+    if not sequences:
+        raise ValueError("left_pad_token_ids needs at least one sequence")
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.bool)
+    for row, seq in enumerate(sequences):
+        input_ids[row, width - len(seq) :] = torch.as_tensor(list(seq), dtype=torch.long)
+        attention_mask[row, width - len(seq) :] = True
+    return input_ids, attention_mask

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from polymodal.data.chat import IMAGE_TOKEN, ChatTemplate
+from polymodal.data.collate import left_pad_token_ids
 from polymodal.generate import beam_search, generate, stream_tokens
 from polymodal.pipelines.base import Pipeline
 from polymodal.registry import ModelSpec
@@ -124,15 +125,6 @@ class AssistantPipeline(Pipeline):
             )
         return encoded.ids
 
-    def _left_pad(self, prompts: list[list[int]]) -> tuple[Tensor, Tensor]:
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), self.tokenizer.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.bool)
-        for row, p in enumerate(prompts):
-            ids[row, width - len(p) :] = torch.tensor(p)
-            mask[row, width - len(p) :] = True
-        return ids.to(self.device), mask.to(self.device)
-
     @torch.inference_mode()
     def generate_batch(
         self,
@@ -154,7 +146,7 @@ class AssistantPipeline(Pipeline):
             return [
                 self._beam(p, im, max_tokens, num_beams, stop) for p, im in zip(prompts, images, strict=True)
             ]
-        ids, mask = self._left_pad(prompts)
+        ids, mask = (t.to(self.device) for t in left_pad_token_ids(prompts, self.tokenizer.pad_id))
         lm = ConditionedLM(self.model, self._pixels([x for im in images for x in im]))
         out = generate(lm, ids, mask, max_new_tokens=max_tokens, temperature=temperature, top_p=top_p,
                        eos_id=self.template.end_id, seed=seed, pad_id=self.tokenizer.pad_id)  # fmt: skip

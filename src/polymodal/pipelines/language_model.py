@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from polymodal.data.collate import left_pad_token_ids
 from polymodal.generate import generate as generate_ids
 from polymodal.generate import stream_tokens
 from polymodal.modules.decoder import CausalLM, DecoderConfig
@@ -82,12 +83,7 @@ class LanguageModelPipeline(Pipeline):
 
     def _left_pad(self, prompts: list[list[int]]) -> tuple[Tensor, Tensor | None]:
         """(B, T) ids padded on the left and their keep-mask (None when no row is padded)."""
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), self.tokenizer.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.bool)
-        for row, p in enumerate(prompts):
-            ids[row, width - len(p) :] = torch.tensor(p)
-            mask[row, width - len(p) :] = True
+        ids, mask = left_pad_token_ids(prompts, self.tokenizer.pad_id)
         return ids.to(self.device), None if bool(mask.all()) else mask.to(self.device)
 
     def _decoding(self) -> dict[str, Any]:
