@@ -102,3 +102,20 @@ def test_feature_positions_make_tokens_depend_on_where_they_are(make_assistant):
     side = math.isqrt(model.source_tokens)
     rows = table[0].view(side, side, -1)  # cells in one row share the row half of the table
     assert torch.equal(rows[1, 0, : table.shape[-1] // 2], rows[1, side - 1, : table.shape[-1] // 2])
+
+
+def test_per_sample_loss_weighs_every_conversation_equally():
+    from polymodal.models.assistant import answer_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 10)
+    labels = torch.full((2, 6), -100)
+    labels[0, 1:6] = torch.tensor([1, 2, 3, 4, 5])  # a long answer
+    labels[1, 5] = 7  # a one-token answer
+    per_token, _ = answer_loss(logits, labels)
+    per_sample, _ = answer_loss(logits, labels, per_sample=True)
+    ce = torch.nn.functional.cross_entropy
+    first = ce(logits[0, :5], labels[0, 1:6])
+    second = ce(logits[1, 4:5], labels[1, 5:6])
+    assert torch.allclose(per_sample, (first + second) / 2)
+    assert torch.allclose(per_token, (5 * first + second) / 6)

@@ -177,23 +177,36 @@ class Assistant(nn.Module):
         return self.lm(inputs_embeds=embeds, attention_mask=attention_mask, block_hook=hook)
 
 
-def answer_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Next-token cross-entropy on labelled (answer) positions only, and the token accuracy there."""
+def answer_loss(logits: Tensor, labels: Tensor, per_sample: bool = False) -> tuple[Tensor, Tensor]:
+    """Next-token cross-entropy on labelled (answer) positions only, and the token accuracy there.
+
+    ``per_sample=False`` averages over all answer tokens of the batch (long captions then outweigh a one-word
+    answer many times); ``per_sample=True`` averages within each conversation first, so every sample counts
+    the same whatever the length of its answers."""
     shift_logits = logits[:, :-1].float()  # position t predicts token t + 1
     shift_labels = labels[:, 1:]
     keep = shift_labels != IGNORE
     if not bool(keep.any()):
         raise ValueError("the batch has no answer tokens: every label is ignored")
-    loss = F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=IGNORE
-    )
+    token_loss = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]),
+        shift_labels.reshape(-1),
+        ignore_index=IGNORE,
+        reduction="none",
+    ).view(shift_labels.shape)  # (B, T - 1), zero where ignored
+    if per_sample:
+        counts = keep.sum(dim=1)
+        has_answer = counts > 0
+        loss = (token_loss.sum(dim=1)[has_answer] / counts[has_answer]).mean()
+    else:
+        loss = token_loss.sum() / keep.sum()
     accuracy = (shift_logits.argmax(-1) == shift_labels)[keep].float().mean()
     return loss, accuracy
 
 
-def assistant_loss(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+def assistant_loss(model: nn.Module, batch: dict[str, Tensor], per_sample: bool = False) -> dict[str, Tensor]:
     """Trainer loss: answer-token cross-entropy of an assistant (or of a bare LM when ``images`` is absent)."""
     extra = {"images": batch["images"]} if "images" in batch else {}  # a bare LM takes no images
     logits = model(batch["input_ids"], attention_mask=batch["attention_mask"], **extra)
-    loss, accuracy = answer_loss(logits, batch["labels"])
+    loss, accuracy = answer_loss(logits, batch["labels"], per_sample=per_sample)
     return {"loss": loss, "token_accuracy": accuracy}

@@ -11,6 +11,7 @@ trainer, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,6 +37,7 @@ class StageRecipe:
     data: dict[str, Any] = field(default_factory=dict)  # polymodal.data.instructions.InstructionDataConfig
     batch_size: int = 32  # conversations per micro-batch
     lora: LoraRecipe | None = None  # instruct only: LoRA on the LM (None = train the adapter alone)
+    loss_per_sample: bool = False  # average the answer loss per conversation, not per token (see answer_loss)
 
 
 @dataclass
@@ -152,7 +154,8 @@ def run_stage(recipe: AssistantRecipe, stage_name: str, model, tokenizer, proces
     lora = add_lora(model.lm, stage.lora) if stage_name == "instruct" and stage.lora else None
     trained = model.lm if stage_name == "lm" else model
     config = replace(stage.train, batch_size=stage.batch_size)
-    summary = Trainer(trained, assistant_loss, batches.batch, config, out_dir / stage_name).fit()
+    loss_fn = functools.partial(assistant_loss, per_sample=stage.loss_per_sample)
+    summary = Trainer(trained, loss_fn, batches.batch, config, out_dir / stage_name).fit()
     if lora is not None:
         model.lm = lora.merge_and_unload()
     model.requires_grad_(False)
