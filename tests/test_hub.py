@@ -35,7 +35,8 @@ def test_missing_model_lists_bundled_and_explains_hub_ids(tmp_path, monkeypatch)
         huggingface_hub.constants, "HF_HUB_OFFLINE", True
     )  # offline even where the hub is reachable
     with pytest.raises(
-        ModelNotFoundError, match=r"not a local folder, a bundled model \(bundled: tiny-clip\)"
+        ModelNotFoundError,
+        match=r"not a local folder, a bundled model \(bundled: tiny-assistant, tiny-clip\)",
     ):
         polymodal.load("no-such-model")
     with pytest.raises(
