@@ -6,7 +6,13 @@ TASK_KEYS = {
     "shapes-caption": {"bleu_4", "cider", "bleu_4_detailed", "cider_detailed"},
     "shapes-vqa": {"vqa_accuracy", "vqa_accuracy_heldout"},
     "shapes-grounding": {"mean_iou", "acc_iou_0.5", "parse_rate"},
-    "shapes-hallucination": {"chair_i", "chair_s", "pope_random_accuracy", "pope_adversarial_f1"},
+    "shapes-hallucination": {
+        "chair_i",
+        "chair_s",
+        "pope_random_accuracy",
+        "pope_adversarial_f1",
+        "pope_random_unparsed",
+    },
 }
 
 

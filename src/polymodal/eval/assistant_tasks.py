@@ -129,6 +129,7 @@ def shapes_hallucination(pipeline, n: int | None = None, seed: int = 0) -> tuple
         replies = ask_many(pipeline, [images[i] for i, _, _ in asked], [q for _, q, _ in asked], max_tokens=4)
         pope = pope_scores(replies, [a for _, _, a in asked])
         metrics |= {
-            f"pope_{mode}_{k}": pope[k] for k in ("accuracy", "precision", "recall", "f1", "yes_ratio")
+            f"pope_{mode}_{k}": pope[k]
+            for k in ("accuracy", "precision", "recall", "f1", "yes_ratio", "unparsed")  # unparsed: no yes/no
         }
     return count, metrics
