@@ -110,3 +110,16 @@ def test_beam_search_stops_at_eos():
     eos = greedy[-1]
     out = beam_search(model, ids, num_beams=1, max_new_tokens=5, eos_id=eos)[0].tolist()
     assert out == greedy[: greedy.index(eos) + 1]
+
+
+def test_stream_text_pieces_join_to_the_cut_text_and_wait_for_whole_characters():
+    from polymodal.generate import cut_at_stop, stream_text
+
+    pieces = {1: "he", 2: "llo", 3: " wor", 4: "ld."}
+    decode = lambda ids: "".join(pieces[i] for i in ids)  # noqa: E731
+    assert list(stream_text([1, 2, 3, 4], decode)) == ["he", "llo", " wor", "ld."]
+    assert "".join(stream_text([1, 2, 3, 4], decode, stop=["wor"])) == cut_at_stop("hello world.", ["wor"])[0]
+    # token 2 alone ends inside a character; with token 3 the character decodes whole
+    decode_bytes = lambda ids: "a" + ("é" if 3 in ids else "\ufffd" if 2 in ids else "")  # noqa: E731
+    assert list(stream_text([1, 2, 3], decode_bytes)) == ["a", "é"]
+    assert list(stream_text([1, 2], decode_bytes)) == ["a", "\ufffd"]  # flushed at the end

@@ -3,7 +3,7 @@ and beam search. The prompt is run once; each later step feeds only the newest t
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -207,3 +207,31 @@ def _beam_search(
     live = [(s / len(b) ** length_penalty, b) for s, b in zip(new_scores, new_beams, strict=True)]
     best = max(finished + live, key=lambda f: f[0])[1]
     return torch.tensor([best], dtype=torch.long, device=device)
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """``text`` up to the first of the ``stop`` strings, and whether one was found."""
+    cuts = [text.index(s) for s in stop if s and s in text]
+    return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+def stream_text(
+    tokens: Iterable[int], decode: Callable[[list[int]], str], stop: Sequence[str] = ()
+) -> Iterator[str]:
+    """Text pieces of a token stream: each piece is what the decoded text gained since the last one.
+
+    A piece is held back while the text ends inside a UTF-8 character (a byte-level token may stop half
+    way) and flushed at the end; the stream ends at the first ``stop`` string, cut before it. The pieces
+    join to ``cut_at_stop(decode(all tokens), stop)``."""
+    seen: list[int] = []
+    text, sent = "", ""
+    for token in tokens:
+        seen.append(token)
+        text, stopped = cut_at_stop(decode(seen), stop)
+        if (stopped or not text.endswith("\ufffd")) and len(text) > len(sent) and text.startswith(sent):
+            yield text[len(sent) :]
+            sent = text
+        if stopped:
+            return
+    if len(text) > len(sent) and text.startswith(sent):
+        yield text[len(sent) :]

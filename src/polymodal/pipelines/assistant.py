@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from polymodal.data.chat import IMAGE_TOKEN, ChatTemplate
 from polymodal.data.collate import left_pad_token_ids
-from polymodal.generate import beam_search, generate, stream_tokens
+from polymodal.generate import beam_search, cut_at_stop, generate, stream_text, stream_tokens
 from polymodal.pipelines.base import Pipeline
 from polymodal.registry import ModelSpec
 
@@ -83,11 +83,6 @@ def default_template(model, tokenizer):
     return ChatTemplate(tokenizer, image_tokens)
 
 
-def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    cuts = [text.index(s) for s in stop if s and s in text]
-    return (text[: min(cuts)], True) if cuts else (text, False)
-
-
 class AssistantPipeline(Pipeline):
     """A loaded assistant (image encoder + adapter + LM) with its tokenizer and image processor."""
 
@@ -150,7 +145,7 @@ class AssistantPipeline(Pipeline):
         lm = ConditionedLM(self.model, self._pixels([x for im in images for x in im]))
         out = generate(lm, ids, mask, max_new_tokens=max_tokens, temperature=temperature, top_p=top_p,
                        eos_id=self.template.end_id, seed=seed, pad_id=self.tokenizer.pad_id)  # fmt: skip
-        return [_cut_at_stop(self.tokenizer.decode(row).strip(), stop)[0] for row in out.tolist()]
+        return [cut_at_stop(self.tokenizer.decode(row).strip(), stop)[0] for row in out.tolist()]
 
     def _beam(self, prompt: list[int], images: Sequence[Any], max_tokens: int, num_beams: int, stop) -> str:
         ids = torch.tensor([prompt], device=self.device)
@@ -158,7 +153,7 @@ class AssistantPipeline(Pipeline):
         out = beam_search(
             lm, ids, num_beams=num_beams, max_new_tokens=max_tokens, eos_id=self.template.end_id
         )
-        return _cut_at_stop(self.tokenizer.decode(out[0]).strip(), stop)[0]
+        return cut_at_stop(self.tokenizer.decode(out[0]).strip(), stop)[0]
 
     def chat(
         self,
@@ -186,18 +181,10 @@ class AssistantPipeline(Pipeline):
     def _stream(self, messages, images, max_tokens, temperature, top_p, stop, seed) -> Iterator[str]:
         ids = torch.tensor([self._prompt_ids(messages, len(images))], device=self.device)
         lm = ConditionedLM(self.model, self._pixels(images))
-        tokens: list[int] = []
-        sent = ""
         with torch.inference_mode():
-            for token in stream_tokens(lm, ids, max_new_tokens=max_tokens, temperature=temperature,
-                                       top_p=top_p, eos_id=self.template.end_id, seed=seed):  # fmt: skip
-                tokens.append(token)
-                text, stopped = _cut_at_stop(self.tokenizer.decode(tokens).lstrip(), stop)
-                if len(text) > len(sent):
-                    yield text[len(sent) :]
-                    sent = text
-                if stopped:
-                    return
+            tokens = stream_tokens(lm, ids, max_new_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                   eos_id=self.template.end_id, seed=seed)  # fmt: skip
+            yield from stream_text(tokens, lambda seen: self.tokenizer.decode(seen).lstrip(), stop)
 
     def ask(self, image: Any, question: str, **generation: Any) -> str:
         """Answer a question about one image."""

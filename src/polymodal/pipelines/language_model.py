@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from polymodal.data.collate import left_pad_token_ids
+from polymodal.generate import cut_at_stop, stream_text, stream_tokens
 from polymodal.generate import generate as generate_ids
-from polymodal.generate import stream_tokens
 from polymodal.modules.decoder import CausalLM, DecoderConfig
 from polymodal.pipelines.base import Pipeline
 from polymodal.registry import ModelSpec
@@ -36,12 +36,6 @@ class LanguageModelConfig(DecoderConfig):
     and only a standalone language model needs them saved (an assistant's template knows its end token)."""
 
     eos_ids: list[int] = field(default_factory=list)  # ids that end a generation (any of them); [] = none
-
-
-def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    """``text`` up to the first stop string, and whether one was found."""
-    cuts = [text.index(s) for s in stop if s and s in text]
-    return (text[: min(cuts)], True) if cuts else (text, False)
 
 
 class LanguageModelPipeline(Pipeline):
@@ -95,7 +89,7 @@ class LanguageModelPipeline(Pipeline):
         """Text of generated ids up to and including the first EOS (padding after it dropped)."""
         ends = [i for i, t in enumerate(tokens) if t in self.eos_ids]
         tokens = tokens[: ends[0] + 1] if ends else tokens
-        return _cut_at_stop(self.tokenizer.decode(tokens), stop)[0]
+        return cut_at_stop(self.tokenizer.decode(tokens), stop)[0]
 
     @torch.inference_mode()
     def generate(
@@ -133,26 +127,10 @@ class LanguageModelPipeline(Pipeline):
     ) -> Iterator[str]:
         """Yield the continuation of one prompt piece by piece; the pieces join to ``generate``'s text."""
         ids = torch.tensor([self._prompt_ids(prompt)], device=self.device)
-        tokens: list[int] = []
-        sent = ""
         with torch.inference_mode():
-            for token in stream_tokens(self.model, ids, max_new_tokens=max_tokens, temperature=temperature,
-                                       top_p=top_p, seed=seed, **self._decoding()):  # fmt: skip
-                tokens.append(token)
-                text, stopped = _cut_at_stop(self.tokenizer.decode(tokens), stop)
-                # a byte-level token may end inside a UTF-8 character: wait for the bytes that complete it
-                if (
-                    (stopped or not text.endswith("\ufffd"))
-                    and len(text) > len(sent)
-                    and text.startswith(sent)
-                ):
-                    yield text[len(sent) :]
-                    sent = text
-                if stopped:
-                    return
-        text = self._text(tokens, stop)
-        if len(text) > len(sent) and text.startswith(sent):
-            yield text[len(sent) :]
+            tokens = stream_tokens(self.model, ids, max_new_tokens=max_tokens, temperature=temperature,
+                                   top_p=top_p, seed=seed, **self._decoding())  # fmt: skip
+            yield from stream_text(tokens, self.tokenizer.decode, stop)
 
 
 def checkpoint_eos_ids(hf_model) -> list[int]:
