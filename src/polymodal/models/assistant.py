@@ -136,16 +136,14 @@ class Assistant(nn.Module):
 
     def image_features(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) processed images -> normalised encoder tokens (B, N, vision width)."""
-        if self.config.freeze_vision:
-            with torch.no_grad():
-                features = self.encoder_tokens(images)
-        else:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_vision):
             features = self.encoder_tokens(images)
         features = self.feature_norm(features)
         return features if self.feature_pos is None else features + self.feature_pos.to(features.dtype)
 
-    def condition(self, input_ids: Tensor, images: Tensor | None) -> tuple[Tensor, Callable | None]:
-        """Token embeddings with the images spliced in (B, T, width), and the LM block hook (or None)."""
+    def condition(self, input_ids: Tensor, images: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Token embeddings with the images spliced in (B, T, width), and the cross-attention memory
+        (n_images, N, width) that :meth:`block_hook` reads (None unless the adapter cross-attends)."""
         image_id = self.config.image_token_id
         is_image = input_ids == image_id  # (B, T)
         n_images = 0 if images is None else images.shape[0]
@@ -163,18 +161,29 @@ class Assistant(nn.Module):
             per_row = is_image.sum(dim=1)
             if not bool((per_row == 1).all()):
                 raise ValueError("a cross-attention assistant takes exactly one image per conversation")
-            return embeds, self.adapter.block_hook(visual, None)
+            return embeds, visual
         # row-major order: the k-th image fills the k-th run of image positions
         spliced = embeds.masked_scatter(
             is_image[..., None], visual.to(embeds.dtype).reshape(-1, embeds.shape[-1])
         )
         return spliced, None
 
+    def block_hook(self, memory: Tensor | None, batch: int | None = None) -> Callable | None:
+        """The LM block hook reading the cross-attention ``memory`` (None without one); a single memory
+        row is repeated to ``batch`` rows (beam search decodes several rows of one prompt)."""
+        if memory is None:
+            return None
+        if batch is not None and memory.shape[0] != batch:
+            memory = memory.expand(batch, -1, -1)
+        return self.adapter.block_hook(memory, None)
+
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, images: Tensor | None = None
     ) -> Tensor:
-        embeds, hook = self.condition(input_ids, images)
-        return self.lm(inputs_embeds=embeds, attention_mask=attention_mask, block_hook=hook)
+        embeds, memory = self.condition(input_ids, images)
+        return self.lm(
+            inputs_embeds=embeds, attention_mask=attention_mask, block_hook=self.block_hook(memory)
+        )
 
 
 def answer_loss(logits: Tensor, labels: Tensor, per_sample: bool = False) -> tuple[Tensor, Tensor]:

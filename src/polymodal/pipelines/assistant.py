@@ -34,22 +34,14 @@ class ConditionedLM(nn.Module):
     def new_cache(self):
         return self.assistant.lm.new_cache()
 
-    def _hook(self, batch: int):
-        if self.memory is None:
-            return None
-        memory = self.memory if self.memory.shape[0] == batch else self.memory.expand(batch, -1, -1)
-        return self.assistant.adapter.block_hook(memory, None)
-
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, cache=None) -> Tensor:
         lm = self.assistant.lm
         if cache is None or cache.length == 0:
-            embeds, hook = self.assistant.condition(input_ids, self.images)
-            if hook is not None:
-                self.memory = self.assistant.adapter(self.assistant.image_features(self.images), None)
+            embeds, self.memory = self.assistant.condition(input_ids, self.images)
+            hook = self.assistant.block_hook(self.memory)
             return lm(inputs_embeds=embeds, attention_mask=attention_mask, cache=cache, block_hook=hook)
-        return lm(
-            input_ids, attention_mask=attention_mask, cache=cache, block_hook=self._hook(input_ids.shape[0])
-        )
+        hook = self.assistant.block_hook(self.memory, batch=input_ids.shape[0])
+        return lm(input_ids, attention_mask=attention_mask, cache=cache, block_hook=hook)
 
 
 def _split_images(messages: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Any]]:
