@@ -12,12 +12,11 @@ trainer, so an interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from polymodal.config import ConfigError, from_dict, to_dict
+from polymodal.config import ConfigError, from_dict
 from polymodal.train.loop import TrainConfig
 
 STAGE_ORDER = ("lm", "align", "instruct")
@@ -119,11 +118,11 @@ def add_lora(lm, lora: LoraRecipe):
 
 def _stage_batches(recipe: AssistantRecipe, stage_name: str, stage: StageRecipe, model, tokenizer, processor):
     from polymodal.data.assistant_batches import AssistantBatches
-    from polymodal.data.chat import ChatTemplate
     from polymodal.data.instructions import InstructionDataConfig, InstructionSamples
+    from polymodal.pipelines.assistant import default_template
 
     data = from_dict(InstructionDataConfig, stage.data, where=f"recipe {recipe.name}: {stage_name} data")
-    template = ChatTemplate(tokenizer, model.adapter.num_tokens(model.source_tokens))
+    template = default_template(model, tokenizer)
     context = model.lm.config.context_length
     return AssistantBatches(
         InstructionSamples(data), template, processor, stage.batch_size, stage_name, context
@@ -168,14 +167,13 @@ def run_assistant_recipe(recipe: AssistantRecipe, out_dir: str | Path) -> dict[s
 
     from polymodal.data.images import ImageProcessor, ImageProcessorConfig
     from polymodal.pipelines import pipeline_for
-    from polymodal.registry import build_model
+    from polymodal.registry import build_model, get_spec
+    from polymodal.train.recipe import finish_run
 
     recipe.validate()
     out_dir = Path(out_dir)
     first_stage = next(iter(recipe.stages.values()))
     torch.manual_seed(first_stage.train.seed)
-    from polymodal.registry import get_spec
-
     base = get_spec(recipe.model, **recipe.model_overrides).model_config()
     tokenizer = build_assistant_tokenizer(recipe, base.lm_config().context_length)
     spec = build_spec(recipe, tokenizer)
@@ -187,19 +185,9 @@ def run_assistant_recipe(recipe: AssistantRecipe, out_dir: str | Path) -> dict[s
         if stage_name in recipe.stages:
             summaries[stage_name] = run_stage(recipe, stage_name, model, tokenizer, processor, out_dir)
     pipeline = pipeline_for(spec, model.float().eval(), None, tokenizer=tokenizer)
-    (out_dir / "recipe.json").write_text(json.dumps(to_dict(recipe), indent=2) + "\n")
-    pipeline.save(out_dir / "model")
-    results = _evaluate(pipeline, recipe, out_dir)
-    _write_card(pipeline, recipe, results, summaries, out_dir / "model")
+    notes = {"data_note": ASSISTANT_DATA, "metrics_note": ASSISTANT_METRICS}
+    results = finish_run(pipeline, recipe, stage_totals(summaries), out_dir, **notes)
     return {"stages": summaries, "model_dir": str(out_dir / "model"), "eval": results}
-
-
-def _evaluate(pipeline, recipe: AssistantRecipe, out_dir: Path) -> list[dict[str, Any]]:
-    from polymodal.eval.tasks import run_task
-
-    results = [run_task(pipeline, task) for task in recipe.eval_tasks]
-    (out_dir / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
-    return results
 
 
 ASSISTANT_DATA = (
@@ -216,26 +204,19 @@ ASSISTANT_METRICS = (
 )
 
 
-def _write_card(pipeline, recipe: AssistantRecipe, results, summaries: dict, folder: Path) -> None:
-    from polymodal.registry import get_spec
-    from polymodal.train.card import model_card, write_model_card
-
-    parameters = sum(p.numel() for p in pipeline.model.parameters())
-    architecture = f"`{recipe.model}`, {get_spec(recipe.model).description}"
+def stage_totals(summaries: dict[str, dict]) -> dict[str, Any]:
+    """One trainer-like summary of all stages for the model card: steps (with the split), wall time,
+    time-weighted samples/s, world size and device."""
     stages = ", ".join(f"{k} {v.get('steps')} steps" for k, v in summaries.items())
     wall = sum(v.get("wall_time_s", 0.0) for v in summaries.values())
-    total = {
+    first = next(iter(summaries.values()), {})
+    return {
         "steps": f"{sum(v.get('steps', 0) for v in summaries.values())} ({stages})",
         "wall_time_s": wall,
         "samples_per_s": sum(
             v.get("samples_per_s", 0.0) * v.get("wall_time_s", 0.0) for v in summaries.values()
         )
         / max(wall, 1e-9),
-        "world_size": next(iter(summaries.values()), {}).get("world_size", 1),
-        "device": next(iter(summaries.values()), {}).get("device"),
+        "world_size": first.get("world_size", 1),
+        "device": first.get("device"),
     }
-    text = model_card(
-        recipe.name, recipe.description, recipe.name, architecture, parameters, results, total,
-        data_note=ASSISTANT_DATA, metrics_note=ASSISTANT_METRICS,
-    )  # fmt: skip
-    write_model_card(folder, text)

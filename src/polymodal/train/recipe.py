@@ -150,15 +150,27 @@ def run_recipe(recipe, out_dir: str | Path) -> dict[str, Any]:
     if not is_main():
         return summary
     pipeline = build_pipeline(recipe, model.float().eval(), tokenizer)
-    (out_dir / "recipe.json").write_text(json.dumps(to_dict(recipe), indent=2) + "\n")
-    pipeline.save(out_dir / "model")
-    results = evaluate_model(pipeline, recipe, out_dir)
-    write_card(pipeline, recipe, results, summary, out_dir / "model")
+    results = finish_run(pipeline, recipe, summary, out_dir)
     return summary | {"model_dir": str(out_dir / "model"), "eval": results}
 
 
+def finish_run(pipeline, recipe, summary: dict[str, Any], out_dir: Path, **card_notes: str) -> list[dict]:
+    """The end of every recipe: write recipe.json and the model folder, run the full evals (eval.json) and
+    write the model card; ``card_notes`` are passed to :func:`polymodal.train.card.model_card`."""
+    (out_dir / "recipe.json").write_text(json.dumps(to_dict(recipe), indent=2) + "\n")
+    pipeline.save(out_dir / "model")
+    results = evaluate_model(pipeline, recipe, out_dir)
+    write_card(pipeline, recipe, results, summary, out_dir / "model", **card_notes)
+    return results
+
+
 def write_card(
-    pipeline, recipe: Recipe, results: list[dict[str, Any]], summary: dict[str, Any], folder: Path
+    pipeline,
+    recipe: Recipe,
+    results: list[dict[str, Any]],
+    summary: dict[str, Any],
+    folder: Path,
+    **card_notes: str,
 ) -> None:
     """Write the model card (README.md) of a trained model folder."""
     from polymodal.registry import get_spec
@@ -167,7 +179,7 @@ def write_card(
     parameters = sum(p.numel() for p in pipeline.model.parameters())
     architecture = f"`{recipe.model}`, {get_spec(recipe.model).description}"
     text = model_card(
-        recipe.name, recipe.description, recipe.name, architecture, parameters, results, summary
+        recipe.name, recipe.description, recipe.name, architecture, parameters, results, summary, **card_notes
     )
     write_model_card(folder, text)
 
