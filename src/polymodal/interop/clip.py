@@ -66,16 +66,26 @@ def clip_spec(hf_config: dict[str, Any], name: str = "") -> ModelSpec:
     )
 
 
+def clip_vision_state(state: dict[str, Tensor], src: str, dst: str, depth: int) -> dict[str, Tensor]:
+    """A CLIP vision tower's weights (under ``src``) onto polymodal ViT keys (under ``dst``): patch, class and
+    position embeddings, pre/post norms and the encoder layers. Used by CLIP and by LLaVA's vision tower."""
+    patch = state[f"{src}.embeddings.patch_embedding.weight"]
+    out = {
+        f"{dst}.patch_embed.weight": patch.reshape(patch.shape[0], -1),  # conv (W, C, p, p) -> (W, C*p*p)
+        f"{dst}.cls_token": state[f"{src}.embeddings.class_embedding"].reshape(1, 1, -1),
+        f"{dst}.pos_embed": state[f"{src}.embeddings.position_embedding.weight"].unsqueeze(0),
+    }
+    for part in ("weight", "bias"):
+        out[f"{dst}.norm_pre.{part}"] = state[f"{src}.pre_layrnorm.{part}"]
+        out[f"{dst}.norm.{part}"] = state[f"{src}.post_layernorm.{part}"]
+    return out | encoder_layers(state, src, dst, depth)
+
+
 def convert_clip_state(state: dict[str, Tensor], spec: ModelSpec) -> dict[str, Tensor]:
     """Map a ``CLIPModel`` state dict onto polymodal's ``DualEncoder`` keys."""
     v, t = "vision_model", "text_model"
-    width = spec.model["image"]["width"]
-    out = {
-        "image_encoder.patch_embed.weight": state[f"{v}.embeddings.patch_embedding.weight"].reshape(
-            width, -1
-        ),
-        "image_encoder.cls_token": state[f"{v}.embeddings.class_embedding"].reshape(1, 1, -1),
-        "image_encoder.pos_embed": state[f"{v}.embeddings.position_embedding.weight"].unsqueeze(0),
+    out = clip_vision_state(state, v, "image_encoder", spec.model["image"]["depth"])
+    out |= {
         "text_encoder.token_embed.weight": state[f"{t}.embeddings.token_embedding.weight"],
         "text_encoder.pos_embed": state[f"{t}.embeddings.position_embedding.weight"].unsqueeze(0),
         "image_proj.weight": state["visual_projection.weight"],
@@ -83,10 +93,7 @@ def convert_clip_state(state: dict[str, Tensor], spec: ModelSpec) -> dict[str, T
         "logit_scale": state["logit_scale"],
     }
     for part in ("weight", "bias"):
-        out[f"image_encoder.norm_pre.{part}"] = state[f"{v}.pre_layrnorm.{part}"]
-        out[f"image_encoder.norm.{part}"] = state[f"{v}.post_layernorm.{part}"]
         out[f"text_encoder.norm.{part}"] = state[f"{t}.final_layer_norm.{part}"]
-    out |= encoder_layers(state, v, "image_encoder", spec.model["image"]["depth"])
     out |= encoder_layers(state, t, "text_encoder", spec.model["text"]["depth"])
     return out
 

@@ -53,3 +53,13 @@ def build_converted(spec, state: dict[str, Tensor], source: str):
     model = build_model(spec)
     load_state(model, state, source=source)
     return model.eval()
+
+
+def checkpoint_eos_ids(hf_model) -> list[int]:
+    """The EOS ids a transformers model's ``generate`` stops at (generation config, else model config)."""
+    eos = getattr(hf_model.generation_config, "eos_token_id", None)
+    if eos is None:
+        eos = getattr(hf_model.config, "eos_token_id", None)
+    if eos is None:
+        return []
+    return [int(e) for e in (eos if isinstance(eos, list | tuple) else [eos])]

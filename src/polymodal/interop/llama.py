@@ -14,6 +14,7 @@ from torch import Tensor
 
 from polymodal.modules.decoder import CausalLM, DecoderConfig
 
+LLAMA_FAMILY = ("llama", "mistral")  # model types converted here (same weights and layout)
 REQUIRED = (
     "vocab_size",
     "hidden_size",
@@ -22,6 +23,24 @@ REQUIRED = (
     "num_attention_heads",
     "max_position_embeddings",
 )
+
+
+def check_llama_family(cfg: dict[str, Any]) -> None:
+    """Raise UnsupportedCheckpointError unless ``cfg`` is a Llama-family config polymodal runs exactly."""
+    from polymodal.interop import UnsupportedCheckpointError
+
+    kind = cfg.get("model_type")
+    if kind not in LLAMA_FAMILY:
+        raise UnsupportedCheckpointError(
+            f"a {kind!r} language model is not supported here; polymodal converts: {', '.join(LLAMA_FAMILY)}"
+        )
+    window, context = cfg.get("sliding_window"), cfg.get("max_position_embeddings", 0)
+    if window is not None and window < context:
+        raise UnsupportedCheckpointError(
+            f"this {kind} model attends within a sliding window of {window} tokens (context {context}); "
+            "polymodal's attention is full, so only checkpoints with sliding_window null or >= the context "
+            "length convert exactly"
+        )
 
 
 def _rope_theta(cfg: dict[str, Any]) -> float:

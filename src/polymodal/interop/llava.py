@@ -18,8 +18,8 @@ from torch import Tensor
 
 from polymodal.config import to_dict
 from polymodal.data.chat import IGNORE, IMAGE_TOKEN, ROLES, EncodedChat, message_text
-from polymodal.interop.clip import _tower_spec
-from polymodal.interop.layers import build_converted, encoder_layers
+from polymodal.interop.clip import _tower_spec, clip_vision_state
+from polymodal.interop.layers import build_converted
 from polymodal.registry import ModelSpec
 
 VISION_TYPES = ("clip_vision_model",)  # vision towers converted (polymodal ViT in CLIP's layout)
@@ -29,7 +29,7 @@ STRATEGIES = ("default", "full")  # vision_feature_select_strategy: drop the cla
 def _check_llava_config(cfg: dict[str, Any]) -> None:
     """Raise UnsupportedCheckpointError for a LLaVA variant polymodal cannot run exactly."""
     from polymodal.interop import UnsupportedCheckpointError
-    from polymodal.pipelines.language_model import check_llama_family
+    from polymodal.interop.llama import check_llama_family
 
     # transformers fills these model types in when config.json leaves them out
     vision_type = cfg.get("vision_config", {}).get("model_type", "clip_vision_model")
@@ -82,21 +82,12 @@ def llava_spec(cfg: dict[str, Any], end_token_id: int, name: str = "") -> ModelS
     )
 
 
-def _vision_state(state: dict[str, Tensor], depth: int) -> dict[str, Tensor]:
-    """The CLIP vision tower's weights onto polymodal ViT keys under ``vision.``."""
+def _vision_prefix(state: dict[str, Tensor]) -> str:
+    """Where the CLIP vision tower's weights sit in a LLaVA state dict."""
     v = "model.vision_tower"
     if f"{v}.vision_model.embeddings.class_embedding" in state:  # a CLIPVisionModel wrapper, if nested
         v = f"{v}.vision_model"
-    patch = state[f"{v}.embeddings.patch_embedding.weight"]
-    out = {
-        "vision.patch_embed.weight": patch.reshape(patch.shape[0], -1),  # conv (W, C, p, p) -> (W, C*p*p)
-        "vision.cls_token": state[f"{v}.embeddings.class_embedding"].reshape(1, 1, -1),
-        "vision.pos_embed": state[f"{v}.embeddings.position_embedding.weight"].unsqueeze(0),
-    }
-    for part in ("weight", "bias"):
-        out[f"vision.norm_pre.{part}"] = state[f"{v}.pre_layrnorm.{part}"]
-        out[f"vision.norm.{part}"] = state[f"{v}.post_layernorm.{part}"]  # unused: features skip it
-    return out | encoder_layers(state, v, "vision", depth)
+    return v
 
 
 def convert_llava_state(state: dict[str, Tensor], spec: ModelSpec) -> dict[str, Tensor]:
@@ -104,7 +95,8 @@ def convert_llava_state(state: dict[str, Tensor], spec: ModelSpec) -> dict[str, 
     from polymodal.interop.llama import convert_llama_state
 
     config = spec.model_config()
-    out = _vision_state(state, config.vision["depth"])
+    # the post-layernorm converts too but goes unused: LLaVA reads an inner layer's states
+    out = clip_vision_state(state, _vision_prefix(state), "vision", config.vision["depth"])
     p = "model.multi_modal_projector"
     for part in ("weight", "bias"):
         out[f"adapter.proj.fc1.{part}"] = state[f"{p}.linear_1.{part}"]
@@ -119,7 +111,7 @@ def convert_llava_state(state: dict[str, Tensor], spec: ModelSpec) -> dict[str, 
 
 def convert_llava(hf_model, name: str = ""):
     """A ``transformers.LlavaForConditionalGeneration`` -> (polymodal Assistant with its weights, ModelSpec)."""
-    from polymodal.pipelines.language_model import checkpoint_eos_ids
+    from polymodal.interop.layers import checkpoint_eos_ids
 
     eos = checkpoint_eos_ids(hf_model)
     if not eos:

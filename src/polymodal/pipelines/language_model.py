@@ -25,8 +25,6 @@ from polymodal.modules.decoder import CausalLM, DecoderConfig
 from polymodal.pipelines.base import Pipeline
 from polymodal.registry import ModelSpec
 
-LLAMA_FAMILY = ("llama", "mistral")  # model types interop.llama converts (same weights and layout)
-
 
 @dataclass
 class LanguageModelConfig(DecoderConfig):
@@ -133,41 +131,14 @@ class LanguageModelPipeline(Pipeline):
             yield from stream_text(tokens, self.tokenizer.decode, stop)
 
 
-def checkpoint_eos_ids(hf_model) -> list[int]:
-    """The EOS ids a transformers model's ``generate`` stops at (generation config, else model config)."""
-    eos = getattr(hf_model.generation_config, "eos_token_id", None)
-    if eos is None:
-        eos = getattr(hf_model.config, "eos_token_id", None)
-    if eos is None:
-        return []
-    return [int(e) for e in (eos if isinstance(eos, list | tuple) else [eos])]
-
-
-def check_llama_family(cfg: dict[str, Any]) -> None:
-    """Raise UnsupportedCheckpointError unless ``cfg`` is a Llama-family config polymodal runs exactly."""
-    from polymodal.interop import UnsupportedCheckpointError
-
-    kind = cfg.get("model_type")
-    if kind not in LLAMA_FAMILY:
-        raise UnsupportedCheckpointError(
-            f"a {kind!r} language model is not supported here; polymodal converts: {', '.join(LLAMA_FAMILY)}"
-        )
-    window, context = cfg.get("sliding_window"), cfg.get("max_position_embeddings", 0)
-    if window is not None and window < context:
-        raise UnsupportedCheckpointError(
-            f"this {kind} model attends within a sliding window of {window} tokens (context {context}); "
-            "polymodal's attention is full, so only checkpoints with sliding_window null or >= the context "
-            "length convert exactly"
-        )
-
-
 def load_transformers_lm(
     folder: Path, hf_config: dict[str, Any], device: str = "cpu"
 ) -> LanguageModelPipeline:
     """Convert a GPT-2 / Llama / Mistral transformers folder (weights + tokenizer.json) into a pipeline."""
     from polymodal.interop import _tokenizer, read_hf_model
     from polymodal.interop.gpt2 import convert_gpt2
-    from polymodal.interop.llama import convert_llama
+    from polymodal.interop.layers import checkpoint_eos_ids
+    from polymodal.interop.llama import check_llama_family, convert_llama
     from polymodal.pipelines import pipeline_for
 
     kind = hf_config["model_type"]
