@@ -1,4 +1,5 @@
-"""Pieces shared by the converters: transformer sizes from a transformers config, encoder-layer weights."""
+"""Pieces shared by the converters: transformer sizes from a transformers config, encoder-layer weights,
+building the converted model, and the EOS ids a checkpoint stops at."""
 
 from __future__ import annotations
 

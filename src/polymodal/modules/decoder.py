@@ -180,15 +180,13 @@ def cached_cross_attention(
     With a cache, this layer's encoder keys/values are projected once and reused by every later step,
     which may then pass ``context=None``."""
     b, t, _ = x.shape
-    heads, hd = attn.heads, attn.head_dim
-    q = attn.q(x).view(b, t, heads, hd).transpose(1, 2)  # (B, heads, T, hd)
+    q = attn.split_heads(attn.q(x))  # (B, heads, T, hd)
     if cache is not None and cache.cross[layer] is not None:
         k, v = cache.cross[layer]
     else:
         if context is None:
             raise ValueError(f"cross-attention layer {layer} has neither encoder states nor cached keys")
-        s = context.shape[1]
-        k, v = (z.view(b, s, heads, hd).transpose(1, 2) for z in attn.kv(context).chunk(2, dim=-1))
+        k, v = (attn.split_heads(z) for z in attn.kv(context).chunk(2, dim=-1))  # (B, heads, S, hd)
         if cache is not None:
             cache.cross[layer] = (k, v)
     mask = None if context_mask is None else context_mask[:, None, None, :]  # (B, 1, 1, S)

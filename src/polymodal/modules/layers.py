@@ -89,7 +89,8 @@ class Attention(nn.Module):
             self.qkv = nn.Linear(dim, dim + 2 * self.kv_heads * self.head_dim, bias=bias)
         self.proj = nn.Linear(dim, dim, bias=bias)
 
-    def _split_heads(self, x: Tensor) -> Tensor:
+    def split_heads(self, x: Tensor) -> Tensor:
+        """(B, T, n * head_dim) -> (B, n, T, head_dim): one slice per head."""
         b, t, _ = x.shape
         return x.view(b, t, -1, self.head_dim).transpose(1, 2)  # (B, heads or kv_heads, T, hd)
 
@@ -99,10 +100,10 @@ class Attention(nn.Module):
             if context is None:
                 raise ValueError("cross-attention needs a context tensor")
             k, v = self.kv(context).chunk(2, dim=-1)
-            return self._split_heads(self.q(x)), self._split_heads(k), self._split_heads(v)
+            return self.split_heads(self.q(x)), self.split_heads(k), self.split_heads(v)
         kv = self.kv_heads * self.head_dim
         q, k, v = self.qkv(x).split([self.heads * self.head_dim, kv, kv], dim=-1)
-        return self._split_heads(q), self._split_heads(k), self._split_heads(v)
+        return self.split_heads(q), self.split_heads(k), self.split_heads(v)
 
     def forward(
         self, x: Tensor, mask: Tensor | None = None, causal: bool = False, context: Tensor | None = None
