@@ -25,9 +25,7 @@ def _require_assistant(pipeline) -> None:
 def _scenes(split: str, count: int, seed: int, image_size: int):
     from polymodal.data.worlds.shapes import ShapesWorld
 
-    world = ShapesWorld(seed=seed, split=split, max_objects=4, image_size=image_size)
-    scenes = [world.scene(i) for i in range(count)]
-    return scenes, [world.render(s) for s in scenes]
+    return ShapesWorld(seed=seed, split=split, max_objects=4, image_size=image_size).scenes_and_images(count)
 
 
 def ask_many(pipeline, images: list, prompts: list[str], max_tokens: int = 48) -> list[str]:

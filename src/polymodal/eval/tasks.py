@@ -50,8 +50,8 @@ def _single_object_scenes(split: str, count: int, seed: int, image_size: int):
     from polymodal.data.worlds.shapes import ShapesWorld
 
     world = ShapesWorld(seed=seed, split=split, min_objects=1, max_objects=1, image_size=image_size)
-    scenes = [world.scene(i) for i in range(count)]
-    return [world.render(s) for s in scenes], [s.objects[0] for s in scenes]
+    scenes, images = world.scenes_and_images(count)
+    return images, [s.objects[0] for s in scenes]
 
 
 def shapes_zeroshot(pipeline, n: int | None = None, seed: int = 0) -> tuple[int, dict[str, Any]]:

@@ -155,6 +155,11 @@ class ShapesWorld:
         """The RGB image of ``scene`` at this world's image size."""
         return render_scene(scene, self.image_size)
 
+    def scenes_and_images(self, count: int) -> tuple[list[Scene], list[Image.Image]]:
+        """Scenes 0 .. count - 1 of this split and their images (the evaluation sets)."""
+        scenes = [self.scene(i) for i in range(count)]
+        return scenes, [self.render(s) for s in scenes]
+
     def sample(self, i: int, templates: dict | None = None) -> ShapesSample:
         """Scene ``i`` rendered, with a caption drawn from ``templates`` (training phrasings by default)."""
         scene = self.scene(i)
