@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from polymodal.data.chat import IGNORE, IMAGE_TOKEN, ChatTemplate
-from polymodal.data.collate import pad_token_ids, stack_images
+from polymodal.data.collate import pad_token_ids
 from polymodal.data.instructions import InstructionSamples
 
 STAGES = ("lm", "align", "instruct")
@@ -73,5 +73,5 @@ class AssistantBatches:
             "labels": pad_labels(labels, input_ids.shape[1]),
         }
         if self.stage != "lm":
-            batch["images"] = stack_images(list(self.processor(images)))
+            batch["images"] = self.processor(images)  # (B, 3, S, S), already stacked
         return batch
