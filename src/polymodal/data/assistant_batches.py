@@ -16,14 +16,6 @@ from polymodal.data.instructions import InstructionSamples
 STAGES = ("lm", "align", "instruct")
 
 
-def pad_labels(labels: list[list[int]], length: int) -> torch.Tensor:
-    """Right-pad label sequences with IGNORE to (B, length)."""
-    out = torch.full((len(labels), length), IGNORE, dtype=torch.long)
-    for row, seq in enumerate(labels):
-        out[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-    return out
-
-
 def _without_images(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     return [{**m, "content": m["content"].replace(IMAGE_TOKEN, "").strip()} for m in messages]
 
@@ -70,7 +62,7 @@ class AssistantBatches:
         batch = {
             "input_ids": input_ids,
             "attention_mask": mask,
-            "labels": pad_labels(labels, input_ids.shape[1]),
+            "labels": pad_token_ids(labels, IGNORE)[0],  # same lengths as the ids: the same width
         }
         if self.stage != "lm":
             batch["images"] = self.processor(images)  # (B, 3, S, S), already stacked
