@@ -26,8 +26,8 @@ def test_stack_images_checks_shapes():
 
 
 def test_left_padding_aligns_the_last_tokens():
-    from polymodal.data.collate import left_pad_token_ids
+    from polymodal.data.collate import pad_token_ids
 
-    ids, mask = left_pad_token_ids([[5, 6, 7], [8]], pad_id=0)
+    ids, mask = pad_token_ids([[5, 6, 7], [8]], pad_id=0, left=True)
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
     assert mask.tolist() == [[True, True, True], [False, False, True]]

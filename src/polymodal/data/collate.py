@@ -30,9 +30,11 @@ def truncate_ids(ids: Sequence[int], max_length: int, keep_last: bool) -> list[i
 
 
 def pad_token_ids(
-    sequences: Sequence[Sequence[int]], pad_id: int, max_length: int | None = None
+    sequences: Sequence[Sequence[int]], pad_id: int, max_length: int | None = None, left: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad sequences to the longest one (at most ``max_length``; longer ones must be cut first).
+    ``left=True`` pads on the left instead, as batched generation wants: every row's last token then sits
+    in the last column, so new tokens line up.
 
     Returns:
         input_ids: LongTensor (B, T); attention_mask: BoolTensor (B, T), True on real tokens.
@@ -48,20 +50,7 @@ def pad_token_ids(
     input_ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), length), dtype=torch.bool)
     for row, seq in enumerate(sequences):
-        input_ids[row, : len(seq)] = torch.as_tensor(list(seq), dtype=torch.long)
-        attention_mask[row, : len(seq)] = True
-    return input_ids, attention_mask
-
-
-def left_pad_token_ids(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad prompts for batched generation: (input_ids (B, T), attention_mask (B, T) bool), so every
-    row's last prompt token sits in the last column and new tokens line up."""
-    if not sequences:
-        raise ValueError("left_pad_token_ids needs at least one sequence")
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.bool)
-    for row, seq in enumerate(sequences):
-        input_ids[row, width - len(seq) :] = torch.as_tensor(list(seq), dtype=torch.long)
-        attention_mask[row, width - len(seq) :] = True
+        cols = slice(length - len(seq), length) if left else slice(0, len(seq))
+        input_ids[row, cols] = torch.as_tensor(list(seq), dtype=torch.long)
+        attention_mask[row, cols] = True
     return input_ids, attention_mask

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from polymodal.data.chat import IMAGE_TOKEN, ChatTemplate
-from polymodal.data.collate import left_pad_token_ids
+from polymodal.data.collate import pad_token_ids
 from polymodal.generate import beam_search, cut_at_stop, generate, stream_text, stream_tokens
 from polymodal.pipelines.base import Pipeline
 from polymodal.registry import ModelSpec
@@ -133,7 +133,7 @@ class AssistantPipeline(Pipeline):
             return [
                 self._beam(p, im, max_tokens, num_beams, stop) for p, im in zip(prompts, images, strict=True)
             ]
-        ids, mask = (t.to(self.device) for t in left_pad_token_ids(prompts, self.tokenizer.pad_id))
+        ids, mask = (t.to(self.device) for t in pad_token_ids(prompts, self.tokenizer.pad_id, left=True))
         lm = ConditionedLM(self.model, self._pixels([x for im in images for x in im]))
         out = generate(lm, ids, mask, max_new_tokens=max_tokens, temperature=temperature, top_p=top_p,
                        eos_id=self.template.end_id, seed=seed, pad_id=self.tokenizer.pad_id)  # fmt: skip

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from polymodal.data.collate import left_pad_token_ids
+from polymodal.data.collate import pad_token_ids
 from polymodal.generate import cut_at_stop, stream_text, stream_tokens
 from polymodal.generate import generate as generate_ids
 from polymodal.modules.decoder import CausalLM, DecoderConfig
@@ -75,7 +75,7 @@ class LanguageModelPipeline(Pipeline):
 
     def _left_pad(self, prompts: list[list[int]]) -> tuple[Tensor, Tensor | None]:
         """(B, T) ids padded on the left and their keep-mask (None when no row is padded)."""
-        ids, mask = left_pad_token_ids(prompts, self.tokenizer.pad_id)
+        ids, mask = pad_token_ids(prompts, self.tokenizer.pad_id, left=True)
         return ids.to(self.device), None if bool(mask.all()) else mask.to(self.device)
 
     def _decoding(self) -> dict[str, Any]:
