@@ -117,21 +117,31 @@ def eval_cmd(
 
 @app.command()
 def embed(
-    inputs: Annotated[list[str], typer.Argument(help="Texts, or image paths with --images.")],
+    inputs: Annotated[
+        list[str], typer.Argument(help="Texts, or image paths with --images (audio: --audio).")
+    ],
     model: ModelOpt = "tiny-clip",
     images: Annotated[bool, typer.Option("--images", help="Treat inputs as image files.")] = False,
+    audio: Annotated[
+        bool, typer.Option("--audio", help="Treat inputs as audio files (an audio model).")
+    ] = False,
     out: Annotated[Path | None, typer.Option(help="Write a .npy file instead of printing JSON.")] = None,
     precision: PrecisionOpt = "fp32",
 ) -> None:
-    """Embed texts or images; prints JSON lists or writes a .npy array."""
+    """Embed texts, images or audio; prints JSON lists or writes a .npy array."""
     import numpy as np
 
     from polymodal.data.images import ImageLoadError
 
+    if images and audio:
+        fail("give --images or --audio, not both")
     pipeline = _load(model, precision)
     try:
-        vectors = pipeline.embed_image(inputs) if images else pipeline.embed_text(inputs)
-    except ImageLoadError as e:
+        if audio:
+            vectors = pipeline.embed_audio(inputs)
+        else:
+            vectors = pipeline.embed_image(inputs) if images else pipeline.embed_text(inputs)
+    except (ImageLoadError, ValueError) as e:  # AudioError is a ValueError
         fail(str(e))
     if out:
         np.save(out, vectors)
@@ -265,7 +275,8 @@ def demo(
     run_demo(_load(model), out, gallery_size=gallery_size, assistant=_load(assistant) if assistant else None)
 
 
-from polymodal import cli_assistant  # noqa: E402, F401  (registers caption, ask and chat on the app)
+# the command modules register caption, ask, chat (assistant) and transcribe, voice (audio) on the app
+from polymodal import cli_assistant, cli_audio  # noqa: E402, F401
 
 
 def main() -> None:

@@ -115,6 +115,13 @@ def encode_images(model: nn.Module, pixels: Tensor, normalize: bool = True) -> T
 
 
 @torch.inference_mode()
+def encode_audio(model: nn.Module, mel: Tensor, normalize: bool = True) -> Tensor:
+    """(B, n_mels, frames) log-mel -> (B, embed_dim) fp32 embeddings from an audio DualEncoder of any precision."""
+    features = model.encode_audio(mel.to(model_dtype(model)), normalize=False).float()
+    return F.normalize(features, dim=-1) if normalize else features
+
+
+@torch.inference_mode()
 def encode_texts(
     model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None = None, normalize: bool = True
 ) -> Tensor:

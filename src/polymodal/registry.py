@@ -79,6 +79,9 @@ class ModelSpec:
     image_processor: dict[str, Any] = field(
         default_factory=dict
     )  # polymodal.data.images.ImageProcessorConfig
+    audio_processor: dict[str, Any] = field(
+        default_factory=dict
+    )  # polymodal.data.audio_processor.AudioProcessorConfig (models that hear)
     name: str = ""  # the architecture's or model's name
     description: str = ""  # one line for list-models
 

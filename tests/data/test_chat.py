@@ -47,7 +47,7 @@ def test_content_parts_count_images():
             "may not contain",
         ),
         ([{"role": "robot", "content": "hi"}], "role"),
-        ([{"role": "user", "content": [{"type": "video"}]}], "unknown content part"),
+        ([{"role": "user", "content": [{"type": "video"}]}], "unsupported content part"),
     ],
 )
 def test_bad_conversations_raise(chat_tokenizer, messages, match):

@@ -7,7 +7,6 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from polymodal.interop import UnsupportedCheckpointError, load_hf_folder  # noqa: E402
 from polymodal.interop.whisper import load_whisper_folder, whisper_spec  # noqa: E402
 from polymodal.models.speech import SpeechToText  # noqa: E402
 from polymodal.modules.audio import LogMelSpectrogram  # noqa: E402
@@ -150,9 +149,32 @@ def test_untied_output_projection_converts(tmp_path):
         ).abs().max() <= TOLERANCE
 
 
-def test_load_hf_folder_points_to_the_whisper_loader(folder):
-    with pytest.raises(UnsupportedCheckpointError, match="load_whisper_folder"):
-        load_hf_folder(folder)
+def test_polymodal_load_transcribes_as_transformers_decodes(models, folder, tmp_path):
+    import soundfile as sf
+
+    import polymodal
+    from polymodal.pipelines.speech import SpeechPipeline
+
+    hf, checkpoint = models
+    pipeline = polymodal.load(str(folder))
+    assert isinstance(pipeline, SpeechPipeline) and pipeline.model.config.prompt_ids == [3]
+    t = np.arange(int(1.2 * SR)) / SR
+    audio = (0.3 * np.sin(2 * np.pi * 330.0 * t)).astype(np.float32)
+    hf_mel = transformers.WhisperFeatureExtractor(feature_size=80, chunk_length=2)(
+        audio, sampling_rate=SR, return_tensors="pt"
+    ).input_features
+    room = 32 - 1
+    expected_ids = hf_greedy(hf, hf_mel, torch.tensor([[3]]), room)[0].tolist()
+    if 2 in expected_ids:  # the EOS id ends the transcript
+        expected_ids = expected_ids[: expected_ids.index(2)]
+    expected = checkpoint.tokenizer.decode(expected_ids).strip()
+    assert pipeline.transcribe([audio], sample_rate=SR) == [expected]
+    path = tmp_path / "clip.wav"
+    sf.write(path, audio, SR, subtype="FLOAT")
+    assert pipeline.transcribe([path]) == [expected]
+    too_long = np.zeros(3 * SR, np.float32)
+    with pytest.raises(ValueError, match="limit is 2 s"):
+        pipeline.transcribe([too_long], sample_rate=SR)
 
 
 def test_bad_configs_raise():

@@ -92,3 +92,45 @@ def test_loss_on_real_contrastive_batches(tokenizer):
     out = contrastive_loss(model, batches.batch(0))
     assert torch.isfinite(out["loss"]) and 0.0 <= out["i2t_acc"].item() <= 1.0
     out["loss"].backward()
+
+
+def tiny_clap():
+    from polymodal.modules.audio_encoder import AudioEncoder, AudioEncoderConfig
+
+    torch.manual_seed(0)
+    audio = AudioEncoder(AudioEncoderConfig(n_mels=16, max_positions=8, width=32, depth=1, heads=2))
+    text = TextTransformer(TextConfig(vocab_size=50, context_length=8, width=24, depth=1, heads=2))
+    return DualEncoder(audio, text, embed_dim=16, modality="audio")
+
+
+def test_audio_tower_is_stored_under_its_modality_and_trains():
+    model = tiny_clap()
+    assert (
+        model.modality == "audio" and hasattr(model, "audio_encoder") and not hasattr(model, "image_encoder")
+    )
+    assert any(k.startswith("audio_proj.") for k in model.state_dict())
+    g = torch.Generator().manual_seed(2)
+    b = {
+        "audio": torch.randn(4, 16, 16, generator=g),
+        "input_ids": torch.randint(1, 50, (4, 6), generator=g),
+        "attention_mask": torch.ones(4, 6, dtype=torch.bool),
+    }
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = contrastive_loss(model, b)["loss"].item()
+    for _ in range(20):
+        optimizer.zero_grad()
+        contrastive_loss(model, b)["loss"].backward()
+        optimizer.step()
+    assert contrastive_loss(model, b)["loss"].item() < first / 2
+    with pytest.raises(ValueError, match="reads audio, not image"):
+        model.encode_image(torch.randn(1, 3, 16, 16))
+
+
+def test_config_needs_exactly_one_of_image_and_audio():
+    from polymodal.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match="exactly one of image and audio"):
+        from_dict(DualEncoderConfig, {"audio": {"type": "audio"}}).validate()
+    config = from_dict(DualEncoderConfig, {"image": None, "audio": {"type": "audio"}})
+    config.validate()
+    assert config.modality == "audio"

@@ -2,22 +2,23 @@
 
 - ``lm``: text-only conversations (the ``<image>`` placeholder removed), loss on every token: the language
   model learns the world's language and the chat format before it ever sees an image.
-- ``align`` / ``instruct``: conversations with their image, loss on the answers only.
+- ``align`` / ``instruct``: conversations with their image (or audio clip, for an assistant that hears: the
+  batch then carries ``audio`` log-mel instead of ``images``), loss on the answers only.
 """
 
 from __future__ import annotations
 
 import torch
 
-from polymodal.data.chat import IGNORE, IMAGE_TOKEN, ChatTemplate
+from polymodal.data.chat import IGNORE, ChatTemplate, media_of
 from polymodal.data.collate import pad_token_ids
 from polymodal.data.instructions import InstructionSamples
 
 STAGES = ("lm", "align", "instruct")
 
 
-def _without_images(messages: list[dict[str, str]]) -> list[dict[str, str]]:
-    return [{**m, "content": m["content"].replace(IMAGE_TOKEN, "").strip()} for m in messages]
+def _without_media(messages: list[dict[str, str]], media_token: str) -> list[dict[str, str]]:
+    return [{**m, "content": m["content"].replace(media_token, "").strip()} for m in messages]
 
 
 class AssistantBatches:
@@ -39,7 +40,7 @@ class AssistantBatches:
 
     def _encode(self, messages: list[dict[str, str]]):
         if self.stage == "lm":
-            encoded = self.template.encode(_without_images(messages))
+            encoded = self.template.encode(_without_media(messages, self.template.media_token))
             labels = list(encoded.ids)  # language-model pre-training: every token is a target
             labels[0] = IGNORE
             return encoded.ids, labels
@@ -65,5 +66,6 @@ class AssistantBatches:
             "labels": pad_token_ids(labels, IGNORE)[0],  # same lengths as the ids: the same width
         }
         if self.stage != "lm":
-            batch["images"] = self.processor(images)  # (B, 3, S, S), already stacked
+            key = "audio" if media_of(self.template.media_token) == "audio" else "images"
+            batch[key] = self.processor(images)  # (B, 3, S, S) pixels or (B, n_mels, frames) log-mel
         return batch

@@ -1,10 +1,11 @@
-"""The assistant's chat template: role tokens, ``<image>`` placeholders and answer-only labels.
+"""The assistant's chat template: role tokens, ``<image>`` (or ``<audio>``) placeholders and answer-only labels.
 
 A conversation is encoded as ``[BOS] <|user|> ... <|end|> <|assistant|> ... <|end|> <|user|> ...``. Every
 ``<image>`` in a user message becomes ``image_tokens`` copies of the image token id (LLaVA style), which the
 model later replaces with the adapter's visual tokens in one ``masked_scatter``; an adapter that puts no
 tokens in the sequence (Flamingo cross-attention) keeps one marker token per image. Labels are -100
 everywhere except the assistant's replies and their closing ``<|end|>``, so the loss is on answers only.
+An assistant that hears instead of sees uses ``<audio>`` as its placeholder; everything else is the same.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 IMAGE_TOKEN, USER, ASSISTANT, END = "<image>", "<|user|>", "<|assistant|>", "<|end|>"
+AUDIO_TOKEN = "<audio>"
 CHAT_TOKENS = (IMAGE_TOKEN, USER, ASSISTANT, END)
+MEDIA_TOKENS = {"image": IMAGE_TOKEN, "audio": AUDIO_TOKEN}  # the placeholder of each media kind
+MEDIA_PARTS = {"image": ("image", "image_url"), "audio": ("audio", "input_audio")}  # OpenAI-style part types
 ROLES = ("user", "assistant")
 IGNORE = -100  # label of positions that carry no loss (cross_entropy's ignore_index)
 
@@ -28,48 +32,68 @@ class EncodedChat:
     images: int
 
 
-def add_chat_tokens(tokenizer) -> None:
-    """Add the role and image tokens to a ``TextTokenizer`` (idempotent); they are never split by BPE."""
-    missing = [t for t in CHAT_TOKENS if tokenizer.tokenizer.token_to_id(t) is None]
+def chat_tokens(media_token: str = IMAGE_TOKEN) -> tuple[str, str, str, str]:
+    """The placeholder and role tokens of a template whose media placeholder is ``media_token``."""
+    if media_token not in MEDIA_TOKENS.values():
+        raise ValueError(
+            f"the media placeholder must be one of {list(MEDIA_TOKENS.values())}, got {media_token!r}"
+        )
+    return (media_token, USER, ASSISTANT, END)
+
+
+def media_of(media_token: str) -> str:
+    """'image' or 'audio': what a placeholder stands for."""
+    return {t: m for m, t in MEDIA_TOKENS.items()}[media_token]
+
+
+def add_chat_tokens(tokenizer, media_token: str = IMAGE_TOKEN) -> None:
+    """Add the role and media placeholder tokens to a ``TextTokenizer`` (idempotent); BPE never splits them."""
+    missing = [t for t in chat_tokens(media_token) if tokenizer.tokenizer.token_to_id(t) is None]
     if missing:
         tokenizer.tokenizer.add_special_tokens(missing)
 
 
-def message_text(message: dict[str, Any]) -> tuple[str, int]:
-    """The text of one message and its image count; content is a string with ``<image>`` placeholders or a
-    list of OpenAI-style parts (``{"type": "text", "text": ...}``, ``{"type": "image", ...}``)."""
+def message_text(message: dict[str, Any], media_token: str = IMAGE_TOKEN) -> tuple[str, int]:
+    """The text of one message and its media count; content is a string with ``<image>`` (``<audio>``)
+    placeholders or a list of OpenAI-style parts (``{"type": "text", "text": ...}``, ``{"type": "image", ...}``
+    or ``{"type": "input_audio", ...}``)."""
     if not isinstance(message, dict) or message.get("role") not in ROLES:
         raise ValueError(f"each message needs a role in {ROLES} and a content, got {message!r:.200}")
     content = message.get("content")
     if isinstance(content, str):
-        return content, content.count(IMAGE_TOKEN)
+        return content, content.count(media_token)
     if not isinstance(content, list):
         raise ValueError(f"message content must be a string or a list of parts, got {type(content).__name__}")
+    media_parts = MEDIA_PARTS[media_of(media_token)]
     pieces, images = [], 0
     for part in content:
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
             pieces.append(str(part.get("text", "")))
-        elif kind in ("image", "image_url"):
-            pieces.append(IMAGE_TOKEN)
+        elif kind in media_parts:
+            pieces.append(media_token)
             images += 1
         else:
-            raise ValueError(f"unknown content part {part!r:.200}; expected type 'text' or 'image'")
+            expected = " or ".join(repr(k) for k in ("text", *media_parts))
+            raise ValueError(
+                f"unsupported content part {part!r:.200} for this model; expected type {expected}"
+            )
     return " ".join(pieces), images
 
 
 class ChatTemplate:
     """Encodes conversations for a tokenizer that has the chat tokens (see :func:`add_chat_tokens`)."""
 
-    def __init__(self, tokenizer, image_tokens: int):
-        ids = {t: tokenizer.tokenizer.token_to_id(t) for t in CHAT_TOKENS}
+    def __init__(self, tokenizer, image_tokens: int, media_token: str = IMAGE_TOKEN):
+        tokens = chat_tokens(media_token)
+        ids = {t: tokenizer.tokenizer.token_to_id(t) for t in tokens}
         missing = [t for t, i in ids.items() if i is None]
         if missing:
             raise ValueError(f"the tokenizer lacks the chat tokens {missing}; call add_chat_tokens first")
         if image_tokens < 0:
             raise ValueError(f"image_tokens must be >= 0, got {image_tokens}")
-        self.tokenizer, self.image_tokens = tokenizer, image_tokens
-        self.image_id, self.user_id, self.assistant_id, self.end_id = (ids[t] for t in CHAT_TOKENS)
+        self.tokenizer, self.image_tokens, self.media_token = tokenizer, image_tokens, media_token
+        self.image_id, self.user_id, self.assistant_id, self.end_id = (ids[t] for t in tokens)
         self.bos_id = tokenizer.bos_id
 
     @property
@@ -98,13 +122,15 @@ class ChatTemplate:
         labels = [IGNORE] * len(ids)
         images = 0
         for k, message in enumerate(messages):
-            text, count = message_text(message)
+            text, count = message_text(message, self.media_token)
             role = message["role"]
             expected = ROLES[k % 2]
             if role != expected:
                 raise ValueError(f"message {k} has role {role!r}; roles must alternate starting with 'user'")
-            if role == "user" and not text.replace(IMAGE_TOKEN, "").strip() and not count:
-                raise ValueError(f"message {k} is empty: ask something or attach an image")
+            if role == "user" and not text.replace(self.media_token, "").strip() and not count:
+                raise ValueError(
+                    f"message {k} is empty: ask something or attach {media_of(self.media_token)}"
+                )
             body = self._text_ids(text, role)
             if role == "user":
                 images += count

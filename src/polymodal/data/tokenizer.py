@@ -224,3 +224,22 @@ def world_corpus(n: int = 20000, seed: int = 0) -> list[str]:
         texts.append(refs[int(rng.integers(len(refs)))][0])
         i += 1
     return texts[:n]
+
+
+def tones_corpus(n: int = 20000, seed: int = 0) -> list[str]:
+    """About ``n`` texts from the tones world's language: every caption (train and eval phrasings) and
+    every question and answer of train clips, so no evaluation word is out of vocabulary."""
+    from polymodal.data.worlds import tones
+
+    world = tones.TonesWorld(seed=seed, split="train")
+    texts: list[str] = list(tones.ANSWER_VOCAB)
+    i = 0
+    while len(texts) < n:
+        clip = world.clip(i)
+        texts += tones.captions(clip) + tones.captions(clip, tones.EVAL_TEMPLATES)
+        texts += [t for qa in tones.questions(clip) for t in (qa.question, qa.answer)]
+        i += 1
+    return texts[:n]
+
+
+CORPORA = {"world": world_corpus, "tones": tones_corpus}

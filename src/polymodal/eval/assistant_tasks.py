@@ -11,8 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from polymodal.data.chat import IMAGE_TOKEN
-
 BATCH = 32
 DEFAULT_N = 500
 
@@ -29,11 +27,11 @@ def _scenes(split: str, count: int, seed: int, image_size: int):
 
 
 def ask_many(pipeline, images: list, prompts: list[str], max_tokens: int = 48) -> list[str]:
-    """Greedy replies to one single-turn prompt per image, in batches."""
+    """Greedy replies to one single-turn prompt per image (or audio clip), in batches."""
     replies: list[str] = []
     for start in range(0, len(images), BATCH):
         chunk = range(start, min(start + BATCH, len(images)))
-        conversations = [[{"role": "user", "content": f"{IMAGE_TOKEN} {prompts[i]}"}] for i in chunk]
+        conversations = [[{"role": "user", "content": f"{pipeline.media_token} {prompts[i]}"}] for i in chunk]
         replies += pipeline.generate_batch(conversations, [[images[i]] for i in chunk], max_tokens=max_tokens)
     return replies
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from polymodal.eval import assistant_tasks
+from polymodal.eval import assistant_tasks, audio_assistant_tasks, audio_tasks, speech_tasks
 from polymodal.eval.retrieval import retrieval_metrics
 from polymodal.eval.zeroshot import classifier_from_prompts, zeroshot_metrics, zeroshot_predict
 
@@ -104,13 +104,20 @@ DUAL_ENCODER_TASKS: dict[str, TaskFn] = {
     "shapes-zeroshot": shapes_zeroshot,
     "shapes-retrieval": shapes_retrieval,
 }
+AUDIO_TASKS: dict[str, TaskFn] = {
+    "tones-retrieval": audio_tasks.tones_retrieval,
+    "tones-zeroshot": audio_tasks.tones_zeroshot,
+    "spoken-asr": speech_tasks.spoken_asr,
+}
 ASSISTANT_TASKS: dict[str, TaskFn] = {
     "shapes-caption": assistant_tasks.shapes_caption,
     "shapes-vqa": assistant_tasks.shapes_vqa,
     "shapes-grounding": assistant_tasks.shapes_grounding,
     "shapes-hallucination": assistant_tasks.shapes_hallucination,
+    "tones-caption": audio_assistant_tasks.tones_caption,
+    "tones-qa": audio_assistant_tasks.tones_qa,
 }
-TASKS: dict[str, TaskFn] = DUAL_ENCODER_TASKS | ASSISTANT_TASKS
+TASKS: dict[str, TaskFn] = DUAL_ENCODER_TASKS | AUDIO_TASKS | ASSISTANT_TASKS
 
 
 def run_task(pipeline, task: str, n: int | None = None, seed: int = 0) -> dict[str, Any]:

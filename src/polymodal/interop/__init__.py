@@ -44,7 +44,7 @@ FAMILIES = {
         "WhisperForConditionalGeneration",
         "polymodal.interop.whisper:whisper_pipeline",
         False,
-        "speech to text: audio encoder + cross-attending decoder (model only, no pipeline yet)",
+        "speech to text: audio encoder + cross-attending decoder (transcribe)",
     ),
 }
 # families whose converter builds the whole pipeline: convert(folder, hf_config, device) -> pipeline; it

@@ -12,7 +12,7 @@ by head_dim ** -0.5 before the product, which is SDPA's default scale. Parity wi
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -191,16 +191,35 @@ def mel_config(folder: Path):
     )
 
 
-def whisper_pipeline(folder: Path, hf_config: dict[str, Any], device: str = "cpu"):
-    """``load_hf_folder``'s entry for Whisper: the checkpoint converts, but no speech pipeline serves it yet."""
-    from polymodal.interop import UnsupportedCheckpointError
+def whisper_prompt(folder: Path, hf_config: dict[str, Any]) -> tuple[list[int], int | None]:
+    """(decoder prompt ids, EOS id) as ``generate`` would use them: ``decoder_start_token_id``, then the
+    generation config's forced ids, or else English + transcribe + no-timestamps for a multilingual model."""
+    path = folder / "generation_config.json"
+    gen = json.loads(path.read_text()) if path.is_file() else {}
+    prompt = [int(hf_config.get("decoder_start_token_id", gen.get("decoder_start_token_id", 0)))]
+    forced = gen.get("forced_decoder_ids") or []
+    if forced:
+        prompt += [int(i) for _, i in sorted(forced, key=lambda pair: pair[0]) if i is not None]
+    else:
+        if gen.get("is_multilingual") and "<|en|>" in gen.get("lang_to_id", {}):
+            prompt.append(int(gen["lang_to_id"]["<|en|>"]))
+        if "transcribe" in gen.get("task_to_id", {}):
+            prompt.append(int(gen["task_to_id"]["transcribe"]))
+        if gen.get("no_timestamps_token_id") is not None:
+            prompt.append(int(gen["no_timestamps_token_id"]))
+    eos = gen.get("eos_token_id", hf_config.get("eos_token_id"))
+    eos = eos[0] if isinstance(eos, list) else eos
+    return prompt, None if eos is None else int(eos)
 
-    whisper_spec(hf_config)
-    raise UnsupportedCheckpointError(
-        f"{folder} is a Whisper checkpoint: polymodal converts it into its own SpeechToText model but has no "
-        "speech pipeline for it yet; use polymodal.interop.whisper.load_whisper_folder(folder) and "
-        "model.transcribe_ids(mel, prompt_ids)"
-    )
+
+def whisper_pipeline(folder: Path, hf_config: dict[str, Any], device: str = "cpu"):
+    """``load_hf_folder``'s entry for Whisper: the converted model in a :class:`SpeechPipeline` (transcribe)."""
+    from polymodal.pipelines import pipeline_for
+
+    checkpoint = load_whisper_folder(folder)
+    if checkpoint.tokenizer is None:
+        raise ValueError(f"{folder} has no tokenizer.json; transcripts cannot be decoded without it")
+    return pipeline_for(checkpoint.spec, checkpoint.model, folder, device, tokenizer=checkpoint.tokenizer)
 
 
 @dataclass
@@ -238,4 +257,14 @@ def load_whisper_folder(folder: str | Path) -> WhisperCheckpoint:
     if (folder / "tokenizer.json").is_file():
         tokenizer = TextTokenizer.load(folder)
         tokenizer.context_length = spec.model["decoder"]["context_length"]
+    prompt, eos = whisper_prompt(folder, hf_config)
+    model.config.prompt_ids, model.config.eos_id = prompt, eos
+    processor = {
+        "sample_rate": mel.sample_rate,
+        "n_mels": mel.n_mels,
+        "max_seconds": mel.chunk_seconds,
+        "n_fft": mel.n_fft,
+        "hop_length": mel.hop_length,
+    }
+    spec = replace(spec, model=spec.model | {"prompt_ids": prompt, "eos_id": eos}, audio_processor=processor)
     return WhisperCheckpoint(model, spec, tokenizer, mel)

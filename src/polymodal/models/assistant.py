@@ -1,4 +1,7 @@
-"""LLaVA/BLIP-2/Flamingo-style assistant: image encoder -> adapter -> causal language model.
+"""LLaVA/BLIP-2/Flamingo-style assistant: image (or audio) encoder -> adapter -> causal language model.
+
+An audio encoder in the ``vision`` slot makes an assistant that hears: it reads log-mel features, and
+its placeholder is ``<audio>``; the rest (adapters, splicing, training, generation) is shared.
 
 Visual tokens replace the ``<image>`` positions of the input in one ``masked_scatter`` (after a count
 check); a cross-attention adapter instead inserts gated layers before the LM's blocks through its
@@ -29,7 +32,7 @@ TEMPLATES = ("polymodal", "llava")  # chat templates an assistant can record (se
 class AssistantConfig:
     vision: dict[str, Any] = field(
         default_factory=lambda: {"type": "cnn"}
-    )  # image encoder spec (type + config)
+    )  # media encoder spec (type + config): an image encoder, or {"type": "audio", ...} to hear
     adapter: dict[str, Any] = field(default_factory=dict)  # polymodal.modules.adapters.AdapterConfig
     lm: dict[str, Any] = field(default_factory=dict)  # polymodal.modules.decoder.DecoderConfig
     image_token_id: int = -1  # id of the <image> token in the tokenizer (set when the model is built)
@@ -56,6 +59,11 @@ class AssistantConfig:
         self.lm_config().validate()
         if self.image_token_id >= self.lm_config().vocab_size:
             raise ConfigError(f"image_token_id {self.image_token_id} is outside the LM vocabulary")
+
+    @property
+    def media(self) -> str:
+        """What the encoder reads: "audio" for an audio encoder, else "image"."""
+        return "audio" if encoder_config(self.vision).type == "audio" else "image"
 
     def adapter_config(self) -> AdapterConfig:
         return from_dict(AdapterConfig, self.adapter, where="assistant.adapter")
@@ -116,11 +124,15 @@ class Assistant(nn.Module):
 
     @property
     def source_tokens(self) -> int:
-        """Encoder tokens per image (e.g. 64 for an 8x8 CNN grid)."""
+        """Encoder tokens per image (e.g. 64 for an 8x8 CNN grid) or per clip (an audio encoder hears its
+        whole window: ``max_frames`` mel frames, so the audio processor pads every clip to that length)."""
         if not hasattr(self, "_source_tokens"):
-            size = self.vision.config.image_size
+            cfg = self.vision.config
+            if self.config.media == "audio":
+                probe = torch.zeros(1, cfg.n_mels, cfg.max_frames)
+            else:
+                probe = torch.zeros(1, cfg.channels, cfg.image_size, cfg.image_size)
             with torch.no_grad():
-                probe = torch.zeros(1, self.vision.config.channels, size, size)
                 probe = probe.to(next(self.vision.parameters()).dtype)
                 self._source_tokens = self.encoder_tokens(probe).shape[1]
         return self._source_tokens
@@ -135,7 +147,8 @@ class Assistant(nn.Module):
         return tokens if self.config.vision_class_token else tokens[:, 1:]
 
     def image_features(self, images: Tensor) -> Tensor:
-        """(B, 3, H, W) processed images -> normalised encoder tokens (B, N, vision width)."""
+        """(B, 3, H, W) processed images (or (B, n_mels, frames) log-mel) -> normalised encoder tokens
+        (B, N, vision width)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_vision):
             features = self.encoder_tokens(images)
         features = self.feature_norm(features)
@@ -178,9 +191,21 @@ class Assistant(nn.Module):
         return self.adapter.block_hook(memory, None)
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, images: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        images: Tensor | None = None,
+        audio: Tensor | None = None,
     ) -> Tensor:
-        embeds, memory = self.condition(input_ids, images)
+        """Next-token logits; ``images`` (or ``audio`` log-mel, for an assistant that hears) fill the
+        placeholders."""
+        if audio is not None and images is not None:
+            raise ValueError("give images or audio, not both: an assistant has one media encoder")
+        media = images if audio is None else audio
+        if media is not None and (audio is not None) != (self.config.media == "audio"):
+            given = "audio" if audio is not None else "images"
+            raise ValueError(f"this assistant reads {self.config.media}, but {given} were given")
+        embeds, memory = self.condition(input_ids, media)
         return self.lm(
             inputs_embeds=embeds, attention_mask=attention_mask, block_hook=self.block_hook(memory)
         )
@@ -215,7 +240,7 @@ def answer_loss(logits: Tensor, labels: Tensor, per_sample: bool = False) -> tup
 
 def assistant_loss(model: nn.Module, batch: dict[str, Tensor], per_sample: bool = False) -> dict[str, Tensor]:
     """Trainer loss: answer-token cross-entropy of an assistant (or of a bare LM when ``images`` is absent)."""
-    extra = {"images": batch["images"]} if "images" in batch else {}  # a bare LM takes no images
+    extra = {k: batch[k] for k in ("images", "audio") if k in batch}  # a bare LM takes no media
     logits = model(batch["input_ids"], attention_mask=batch["attention_mask"], **extra)
     loss, accuracy = answer_loss(logits, batch["labels"], per_sample=per_sample)
     return {"loss": loss, "token_accuracy": accuracy}

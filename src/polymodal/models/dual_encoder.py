@@ -1,4 +1,9 @@
-"""CLIP/SigLIP-style dual encoder: two injected towers, linear projections, a learned temperature."""
+"""CLIP/SigLIP/CLAP-style dual encoder: two injected towers, linear projections, a learned temperature.
+
+One tower reads text; the other reads images (CLIP, SigLIP) or log-mel audio (CLAP). The non-text tower is
+stored under its modality's name (``image_encoder``/``image_proj`` or ``audio_encoder``/``audio_proj``), so
+a checkpoint says what it hears or sees.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +20,15 @@ from polymodal.modules.losses import infonce_loss, positive_mask, siglip_loss
 from polymodal.registry import build_encoder, encoder_config
 
 LOSSES = ("infonce", "siglip")
+MEDIA = ("image", "audio")
 
 
 @dataclass
 class DualEncoderConfig:
-    image: dict[str, Any] = field(default_factory=lambda: {"type": "vit"})  # image tower spec (type + config)
+    image: dict[str, Any] | None = field(
+        default_factory=lambda: {"type": "vit"}
+    )  # image tower spec (type + config)
+    audio: dict[str, Any] | None = None  # audio tower spec instead of an image one (CLAP; set image to null)
     text: dict[str, Any] = field(default_factory=lambda: {"type": "transformer"})  # text tower spec
     embed_dim: int = 128  # shared embedding size
     loss: str = "infonce"  # infonce (CLIP) | siglip (sigmoid)
@@ -35,7 +44,20 @@ class DualEncoderConfig:
     def validate(self) -> None:
         if self.loss not in LOSSES:
             raise ConfigError(f"DualEncoderConfig: loss must be one of {LOSSES}, got {self.loss!r}")
-        encoder_config(self.image), encoder_config(self.text)  # surface unknown keys early
+        if (self.image is None) == (self.audio is None):
+            raise ConfigError(
+                "DualEncoderConfig: give exactly one of image and audio (a CLAP config sets image to null)"
+            )
+        encoder_config(self.media_spec), encoder_config(self.text)  # surface unknown keys early
+
+    @property
+    def modality(self) -> str:
+        """What the non-text tower reads: "image" or "audio"."""
+        return "image" if self.image is not None else "audio"
+
+    @property
+    def media_spec(self) -> dict[str, Any]:
+        return self.image if self.image is not None else self.audio
 
 
 def _projection(width: int, embed_dim: int, enabled: bool, bias: bool, tower: str) -> nn.Module:
@@ -53,12 +75,13 @@ def _projection(width: int, embed_dim: int, enabled: bool, bias: bool, tower: st
 
 
 class DualEncoder(nn.Module):
-    """Image and text towers projected into one space.
+    """An image (or audio) tower and a text tower projected into one space.
 
     Args:
         image_encoder, text_encoder: modules with the encoder interface (``width``, ``forward``).
         embed_dim: size of the shared space.
         loss: "infonce" or "siglip"; siglip adds a learned logit bias.
+        modality: what ``image_encoder`` reads; "audio" stores it as ``audio_encoder`` (CLAP).
     """
 
     def __init__(
@@ -73,12 +96,16 @@ class DualEncoder(nn.Module):
         image_projection: bool = True,
         text_projection: bool = True,
         projection_bias: bool = False,
+        modality: str = "image",
     ):
         super().__init__()
-        self.image_encoder, self.text_encoder = image_encoder, text_encoder
-        self.image_proj = _projection(
-            image_encoder.width, embed_dim, image_projection, projection_bias, "image"
-        )
+        if modality not in MEDIA:
+            raise ValueError(f"modality must be one of {MEDIA}, got {modality!r}")
+        self.modality = modality
+        proj = _projection(image_encoder.width, embed_dim, image_projection, projection_bias, modality)
+        setattr(self, f"{modality}_encoder", image_encoder)
+        setattr(self, f"{modality}_proj", proj)
+        self.text_encoder = text_encoder
         self.text_proj = _projection(text_encoder.width, embed_dim, text_projection, projection_bias, "text")
         self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
         self.logit_bias = nn.Parameter(torch.tensor(float(init_logit_bias))) if loss == "siglip" else None
@@ -87,7 +114,7 @@ class DualEncoder(nn.Module):
     @classmethod
     def from_config(cls, config: DualEncoderConfig) -> DualEncoder:
         return cls(
-            build_encoder(config.image),
+            build_encoder(config.media_spec),
             build_encoder(config.text),
             config.embed_dim,
             config.loss,
@@ -97,12 +124,27 @@ class DualEncoder(nn.Module):
             config.image_projection,
             config.text_projection,
             config.projection_bias,
+            config.modality,
         )
+
+    @property
+    def media_encoder(self) -> nn.Module:
+        """The non-text tower (image or audio)."""
+        return getattr(self, f"{self.modality}_encoder")
+
+    def _encode_media(self, x: Tensor, modality: str, normalize: bool) -> Tensor:
+        if modality != self.modality:
+            raise ValueError(f"this dual encoder reads {self.modality}, not {modality}")
+        features = getattr(self, f"{modality}_proj")(self.media_encoder(x))
+        return F.normalize(features, dim=-1) if normalize else features
 
     def encode_image(self, images: Tensor, normalize: bool = True) -> Tensor:
         """(B, 3, H, W) processed images -> (B, embed_dim) features."""
-        features = self.image_proj(self.image_encoder(images))
-        return F.normalize(features, dim=-1) if normalize else features
+        return self._encode_media(images, "image", normalize)
+
+    def encode_audio(self, mel: Tensor, normalize: bool = True) -> Tensor:
+        """(B, n_mels, frames) log-mel features -> (B, embed_dim) features."""
+        return self._encode_media(mel, "audio", normalize)
 
     def encode_text(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, normalize: bool = True
@@ -120,12 +162,15 @@ class DualEncoder(nn.Module):
         images: Tensor | None = None,
         input_ids: Tensor | None = None,
         attention_mask: Tensor | None = None,
+        audio: Tensor | None = None,
     ) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {"logit_scale": self.scale()}
         if self.logit_bias is not None:
             out["logit_bias"] = self.logit_bias
         if images is not None:
             out["image_features"] = self.encode_image(images)
+        if audio is not None:
+            out["audio_features"] = self.encode_audio(audio)
         if input_ids is not None:
             out["text_features"] = self.encode_text(input_ids, attention_mask)
         return out
@@ -156,10 +201,12 @@ def contrastive_loss(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Te
     """
     from polymodal.train.distributed import all_gather_with_grad
 
-    n = batch["images"].shape[0]
+    key = "images" if "images" in batch else "audio"  # the batch's non-text side
+    n = batch[key].shape[0]
     ids, mask = _join_texts(batch)
-    out = model(images=batch["images"], input_ids=ids, attention_mask=mask)
-    image, text = all_gather_with_grad(out["image_features"]), out["text_features"]
+    out = model(input_ids=ids, attention_mask=mask, **{key: batch[key]})
+    media = out["image_features" if key == "images" else "audio_features"]
+    image, text = all_gather_with_grad(media), out["text_features"]
     negatives = all_gather_with_grad(text[n:]) if "neg_input_ids" in batch else None
     text = all_gather_with_grad(text[:n])
     groups = all_gather_with_grad(batch["groups"]) if "groups" in batch else None

@@ -27,6 +27,10 @@ class SpeechToTextConfig:
     decoder: dict[str, Any] = field(
         default_factory=dict
     )  # polymodal.modules.decoder.DecoderConfig; cross_attention and cross_width default to the encoder's
+    prompt_ids: list[int] = field(
+        default_factory=list
+    )  # decoding starts from these (empty = the tokenizer's BOS)
+    eos_id: int | None = None  # decoding stops at this id (None = the tokenizer's EOS)
 
     def validate(self) -> None:
         """Raise ConfigError when the encoder or decoder config cannot work together."""

@@ -11,6 +11,7 @@ PIPELINES = {
     "dual_encoder": "polymodal.pipelines.dual_encoder:DualEncoderPipeline",
     "assistant": "polymodal.pipelines.assistant:AssistantPipeline",
     "causal_lm": "polymodal.pipelines.language_model:LanguageModelPipeline",
+    "speech_to_text": "polymodal.pipelines.speech:SpeechPipeline",
 }
 
 

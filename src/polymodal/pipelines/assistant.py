@@ -1,4 +1,4 @@
-"""The user-facing assistant: caption, ask, ground and chat about images, with streaming.
+"""The user-facing assistant: caption, ask, ground and chat about images (or audio clips), with streaming.
 
 Prompts are built with the chat template (``<image>`` placeholders expanded to the adapter's token count);
 generation uses polymodal's KV-cached decoder with left-padded batches and never passes ``max_tokens`` or
@@ -13,13 +13,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from polymodal.data.chat import IMAGE_TOKEN, ChatTemplate
+from polymodal.data.chat import IMAGE_TOKEN, MEDIA_PARTS, MEDIA_TOKENS, ChatTemplate
 from polymodal.data.collate import pad_token_ids
 from polymodal.generate import beam_search, cut_at_stop, generate, stream_text, stream_tokens
 from polymodal.pipelines.base import Pipeline
 from polymodal.registry import ModelSpec
 
-CAPTION_PROMPTS = {"short": "describe the image briefly.", "detailed": "describe the image in detail."}
+CAPTION_PROMPTS = {
+    "image": {"short": "describe the image briefly.", "detailed": "describe the image in detail."},
+    "audio": {"short": "describe the sound briefly.", "detailed": "describe the sound in detail."},
+}
 
 
 class ConditionedLM(nn.Module):
@@ -44,24 +47,51 @@ class ConditionedLM(nn.Module):
         return lm(input_ids, attention_mask=attention_mask, cache=cache, block_hook=hook)
 
 
-def _split_images(messages: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Any]]:
-    """Pull images out of OpenAI-style content parts (``image`` or ``image_url`` data URIs) in order."""
+def audio_from_part(part: dict[str, Any]) -> Any:
+    """The audio of an OpenAI-style ``input_audio`` part (``{"input_audio": {"data": base64, "format"}}``) as
+    file bytes, or an ``audio`` part's ``audio`` value (a path, bytes or array) as given."""
+    import base64
+    import binascii
+
+    if part.get("type") == "audio":
+        return part.get("audio")
+    data = (part.get("input_audio") or {}).get("data")
+    if not isinstance(data, str) or not data:
+        raise ValueError(
+            'an input_audio part needs {"input_audio": {"data": <base64 audio>, "format": "wav"}}'
+        )
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("input_audio data is not valid base64") from None
+
+
+def _split_media(messages: Sequence[dict[str, Any]], media: str) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Pull images (``image``/``image_url`` data URIs) or audio (``input_audio``/``audio``) out of OpenAI-style
+    content parts, in order."""
     from polymodal.data.images import image_from_part
 
+    read = image_from_part if media == "image" else audio_from_part
     clean, images = [], []
     for message in messages:
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, list):
             parts = []
             for part in content:
-                if isinstance(part, dict) and part.get("type") in ("image", "image_url"):
-                    images.append(image_from_part(part))
-                    parts.append({"type": "image"})
+                if isinstance(part, dict) and part.get("type") in MEDIA_PARTS[media]:
+                    images.append(read(part))
+                    parts.append({"type": MEDIA_PARTS[media][0]})
                 else:
                     parts.append(part)
             message = {**message, "content": parts}
         clean.append(message)
     return clean, images
+
+
+def _is_array(x: Any) -> bool:
+    import numpy as np
+
+    return isinstance(x, np.ndarray | Tensor)
 
 
 def default_template(model, tokenizer):
@@ -72,7 +102,7 @@ def default_template(model, tokenizer):
 
         config = model.config
         return LlavaChatTemplate(tokenizer, image_tokens, config.image_token_id, config.end_token_id)
-    return ChatTemplate(tokenizer, image_tokens)
+    return ChatTemplate(tokenizer, image_tokens, MEDIA_TOKENS[model.config.media])
 
 
 class AssistantPipeline(Pipeline):
@@ -90,20 +120,38 @@ class AssistantPipeline(Pipeline):
     def context_length(self) -> int:
         return self.model.lm.config.context_length
 
+    @property
+    def media(self) -> str:
+        """What the model reads besides text: "image" or "audio"."""
+        return self.model.config.media
+
+    @property
+    def media_token(self) -> str:
+        return getattr(self.template, "media_token", IMAGE_TOKEN)
+
     def _pixels(self, images: Sequence[Any]) -> Tensor | None:
+        """Processed images, or log-mel features for an assistant that hears (audio files or 16 kHz arrays)."""
         from polymodal.data.images import load_image
 
         if not images:
             return None
         dtype = next(self.model.parameters()).dtype
+        if self.media == "audio":
+            processor = self.audio_processor
+            limit = processor.config.max_seconds
+            rate = (
+                processor.config.sample_rate
+            )  # arrays are taken to be at the model's rate; files say theirs
+            waves = [processor.load(x, rate if _is_array(x) else None, limit) for x in images]
+            return processor(waves).to(self.device, dtype)
         return self.image_processor([load_image(x) for x in images]).to(self.device, dtype)
 
     def _prompt_ids(self, messages: Sequence[dict[str, Any]], n_images: int) -> list[int]:
         encoded = self.template.encode(messages, add_generation_prompt=True)
         if encoded.images != n_images:
             raise ValueError(
-                f"the conversation has {encoded.images} {IMAGE_TOKEN} placeholder(s) but {n_images} image(s) "
-                "were given: attach exactly one image per placeholder"
+                f"the conversation has {encoded.images} {self.media_token} placeholder(s) but {n_images} "
+                f"{self.media} input(s) were given: attach exactly one per placeholder"
             )
         if len(encoded.ids) >= self.context_length:
             raise ValueError(
@@ -161,7 +209,7 @@ class AssistantPipeline(Pipeline):
     ) -> str | Iterator[str]:
         """Reply to a conversation. Images come as content parts or as ``images`` for ``<image>``
         placeholders in string contents. ``stream=True`` returns an iterator of text pieces."""
-        messages, inline = _split_images(messages)
+        messages, inline = _split_media(messages, self.media)
         all_images = list(inline) + list(images)
         if stream:
             return self._stream(messages, all_images, max_tokens, temperature, top_p, stop, seed)
@@ -179,24 +227,27 @@ class AssistantPipeline(Pipeline):
             yield from stream_text(tokens, lambda seen: self.tokenizer.decode(seen).lstrip(), stop)
 
     def ask(self, image: Any, question: str, **generation: Any) -> str:
-        """Answer a question about one image."""
+        """Answer a question about one image (or one audio clip: a file, or a 16 kHz array)."""
         if not isinstance(question, str) or not question.strip():
-            raise ValueError("the question is empty: ask something about the image")
+            raise ValueError(f"the question is empty: ask something about the {self.media}")
         return self.chat(
-            [{"role": "user", "content": f"{IMAGE_TOKEN} {question.strip()}"}], [image], **generation
+            [{"role": "user", "content": f"{self.media_token} {question.strip()}"}], [image], **generation
         )
 
     def caption(self, image: Any, style: str = "short", **generation: Any) -> str:
-        """A caption of one image; ``style`` is "short" or "detailed"."""
-        if style not in CAPTION_PROMPTS:
-            raise ValueError(f"unknown caption style {style!r}; choose one of {', '.join(CAPTION_PROMPTS)}")
-        return self.ask(image, CAPTION_PROMPTS[style], **generation)
+        """A caption of one image (or audio clip); ``style`` is "short" or "detailed"."""
+        prompts = CAPTION_PROMPTS[self.media]
+        if style not in prompts:
+            raise ValueError(f"unknown caption style {style!r}; choose one of {', '.join(prompts)}")
+        return self.ask(image, prompts[style], **generation)
 
     def ground(self, image: Any, expression: str) -> tuple[float, float, float, float]:
         """The box (x0, y0, x1, y1) in pixels of the object ``expression`` describes."""
         from polymodal.data.images import load_image
         from polymodal.eval.grounding import parse_box
 
+        if self.media != "image":
+            raise ValueError("grounding finds boxes in images; this assistant hears audio")
         picture = load_image(image)
         answer = self.ask(picture, f"where is {expression.strip()}?", max_tokens=32)
         box = parse_box(answer)

@@ -3,6 +3,7 @@ name, and saving as a model folder."""
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,14 @@ class Pipeline:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @functools.cached_property
+    def audio_processor(self):
+        """Waveforms -> the log-mel features an audio encoder reads (the spec's ``audio_processor``)."""
+        from polymodal.config import from_dict
+        from polymodal.data.audio_processor import AudioProcessor, AudioProcessorConfig
+
+        return AudioProcessor(from_dict(AudioProcessorConfig, self.spec.audio_processor))
 
     def current_spec(self) -> ModelSpec:
         """The spec to save (subclasses refresh it from the live model when it can change)."""

@@ -1,7 +1,7 @@
-"""The user-facing dual encoder: a model with its tokenizer and image processor.
+"""The user-facing dual encoder: a model with its tokenizer and image (or audio) processor.
 
-``embed_text``/``embed_image`` return L2-normalised float32 NumPy arrays; ``classify`` does zero-shot
-classification with prompt ensembles.
+``embed_text``/``embed_image``/``embed_audio`` return L2-normalised float32 NumPy arrays; ``classify`` does
+zero-shot classification of images or audio with prompt ensembles.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from polymodal.inference import encode_images, encode_texts
+from polymodal.inference import encode_audio, encode_images, encode_texts
 from polymodal.pipelines.base import Pipeline
 from polymodal.registry import ModelSpec
 
@@ -63,6 +63,34 @@ class DualEncoderPipeline(Pipeline):
             out.append(encode_images(self.model, pixels).cpu().numpy())  # casts to the model's dtype
         return np.concatenate(out)
 
+    @torch.inference_mode()
+    def embed_audio(
+        self, audio: Sequence[Any], sample_rate: int | None = None, batch_size: int = 64
+    ) -> np.ndarray:
+        """Embed audio files (WAV/FLAC/OGG paths or bytes) or 1-D arrays -> (N, D) float32, L2-normalised.
+
+        Arrays need their ``sample_rate`` (they are resampled to the model's). Unreadable or unusable audio
+        raises ``AudioError`` naming the reason.
+        """
+        if self.model.modality != "audio":
+            raise ValueError(f"{self.name} embeds images, not audio; load an audio model such as tiny-clap")
+        if isinstance(audio, str | os.PathLike | bytes) or (
+            isinstance(audio, np.ndarray) and audio.ndim == 1
+        ):
+            raise TypeError("embed_audio takes a list of clips or paths; wrap a single one in a list")
+        out = [np.zeros((0, self.embed_dim), np.float32)]
+        for chunk in _batches(list(audio), batch_size):
+            waves = [self.audio_processor.load(x, sample_rate) for x in chunk]
+            mel = self.audio_processor(waves).to(self.device)
+            out.append(encode_audio(self.model, mel).cpu().numpy())
+        return np.concatenate(out)
+
+    def embed_media(self, items: Sequence[Any], sample_rate: int | None = None) -> np.ndarray:
+        """Embed images or audio (arrays at ``sample_rate``), whichever this model's non-text tower reads."""
+        if self.model.modality == "audio":
+            return self.embed_audio(items, sample_rate=sample_rate)
+        return self.embed_image(items)
+
     def text_classifier(self, labels: Sequence[str], templates: Sequence[str] | None = None) -> np.ndarray:
         """(C, D) class embeddings: each label's prompts embedded, averaged and re-normalised."""
         from polymodal.eval.zeroshot import build_classifier
@@ -70,15 +98,20 @@ class DualEncoderPipeline(Pipeline):
         return build_classifier(self.embed_text, list(labels), list(templates or DEFAULT_TEMPLATES))
 
     def classify(
-        self, images: Sequence[Any], labels: Sequence[str], templates: Sequence[str] | None = None
+        self,
+        images: Sequence[Any],
+        labels: Sequence[str],
+        templates: Sequence[str] | None = None,
+        sample_rate: int | None = None,
     ) -> list[dict[str, float]]:
-        """Zero-shot classification: one {label: probability} dict per image, labels in the given order."""
+        """Zero-shot classification: one {label: probability} dict per image (or audio clip, for an audio
+        model; audio arrays need their ``sample_rate``), labels in the given order."""
         if len(labels) < 2 or len(set(labels)) != len(labels):
             raise ValueError("classify needs at least two distinct labels")
         from polymodal.eval.zeroshot import zeroshot_predict
 
         probs = zeroshot_predict(
-            self.embed_image(images),
+            self.embed_media(images, sample_rate),
             self.text_classifier(labels, templates),
             logit_scale=float(self.model.scale().detach().float()),
         )
@@ -92,7 +125,7 @@ class DualEncoderPipeline(Pipeline):
 
         model = dict(
             self.spec.model,
-            image=to_dict(self.model.image_encoder.config),
             text=to_dict(self.model.text_encoder.config),
+            **{self.model.modality: to_dict(self.model.media_encoder.config)},
         )
         return replace(self.spec, model=model)

@@ -37,6 +37,7 @@ class StageRecipe:
     batch_size: int = 32  # conversations per micro-batch
     lora: LoraRecipe | None = None  # instruct only: LoRA on the LM (None = train the adapter alone)
     loss_per_sample: bool = False  # average the answer loss per conversation, not per token (see answer_loss)
+    train_vision: bool = False  # also fine-tune the image encoder in this stage (frozen again afterwards)
 
 
 @dataclass
@@ -53,53 +54,71 @@ class AssistantRecipe:
     eval_tasks: list[str] = field(default_factory=list)  # tasks run on the final model
     eval_n: int = 0  # samples per task for evaluations during training (0 = none)
 
+    @property
+    def media(self) -> str:
+        """What the assistant reads besides text: "image" or "audio" (from its architecture)."""
+        from polymodal.registry import get_spec
+
+        return get_spec(self.model, **self.model_overrides).model_config().media
+
+    def data_config(self, stage: StageRecipe):
+        """A stage's data section, parsed for the assistant's media (shapes scenes or tones clips)."""
+        from polymodal.data.audio_instructions import AudioInstructionDataConfig
+        from polymodal.data.instructions import InstructionDataConfig
+
+        config_cls = AudioInstructionDataConfig if self.media == "audio" else InstructionDataConfig
+        config = from_dict(config_cls, stage.data, where=f"recipe {self.name}: stage data")
+        config.validate()
+        return config
+
     def validate(self) -> None:
         unknown = sorted(set(self.stages) - set(STAGE_ORDER))
         if unknown or not self.stages:
             raise ConfigError(
                 f"recipe {self.name}: stages must be among {STAGE_ORDER}, got {sorted(self.stages)}"
             )
-        from polymodal.data.instructions import InstructionDataConfig
-
         for stage in self.stages.values():
-            from_dict(InstructionDataConfig, stage.data, where=f"recipe {self.name}: stage data").validate()
+            self.data_config(stage)
 
 
 def build_assistant_tokenizer(recipe: AssistantRecipe, context_length: int):
-    """A BPE trained on the assistant's world language, plus the chat tokens."""
-    from polymodal.data.chat import add_chat_tokens
+    """A BPE trained on the assistant's world language (shapes or tones), plus the chat tokens."""
+    from polymodal.data.audio_instructions import audio_text_corpus
+    from polymodal.data.chat import MEDIA_TOKENS, add_chat_tokens
     from polymodal.data.instructions import world_text_corpus
     from polymodal.data.tokenizer import TextTokenizer
 
-    texts = world_text_corpus(recipe.tokenizer_corpus_size)
+    corpus = audio_text_corpus if recipe.media == "audio" else world_text_corpus
+    texts = corpus(recipe.tokenizer_corpus_size)
     tokenizer = TextTokenizer.train_bpe(
         texts, vocab_size=recipe.tokenizer_vocab_size, context_length=context_length
     )
-    add_chat_tokens(tokenizer)
+    add_chat_tokens(tokenizer, MEDIA_TOKENS[recipe.media])
     return tokenizer
 
 
 def build_spec(recipe: AssistantRecipe, tokenizer):
     """The model spec with the LM vocabulary and image token id taken from the tokenizer."""
+    from polymodal.data.chat import MEDIA_TOKENS
     from polymodal.registry import deep_merge, get_spec
 
     tokens = {
         "lm": {"vocab_size": tokenizer.vocab_size},
-        "image_token_id": tokenizer.tokenizer.token_to_id("<image>"),
+        "image_token_id": tokenizer.tokenizer.token_to_id(MEDIA_TOKENS[recipe.media]),
     }
     spec = get_spec(recipe.model, **deep_merge(recipe.model_overrides, tokens))
     return replace(spec, name=recipe.name, description=recipe.description or spec.description)
 
 
 def load_vision_weights(model, source: str) -> None:
-    """Copy the image tower of a trained dual encoder into the assistant; the configs must agree."""
+    """Copy the image (or audio) tower of a trained dual encoder into the assistant; the configs must agree."""
     from polymodal.config import to_dict as as_dict
     from polymodal.hub import load
 
-    tower = load(source).model.image_encoder
+    tower = load(source).model.media_encoder
     if as_dict(tower.config) != as_dict(model.vision.config):
         raise ConfigError(
-            f"the vision config of the assistant differs from {source}'s image tower: "
+            f"the encoder config of the assistant differs from {source}'s tower: "
             f"{as_dict(model.vision.config)} vs {as_dict(tower.config)}"
         )
     model.vision.load_state_dict(tower.state_dict())
@@ -118,21 +137,22 @@ def add_lora(lm, lora: LoraRecipe):
 
 def _stage_batches(recipe: AssistantRecipe, stage_name: str, stage: StageRecipe, model, tokenizer, processor):
     from polymodal.data.assistant_batches import AssistantBatches
-    from polymodal.data.instructions import InstructionDataConfig, InstructionSamples
+    from polymodal.data.audio_instructions import AudioInstructionSamples
+    from polymodal.data.instructions import InstructionSamples
     from polymodal.pipelines.assistant import default_template
 
-    data = from_dict(InstructionDataConfig, stage.data, where=f"recipe {recipe.name}: {stage_name} data")
+    data = recipe.data_config(stage)
+    samples = AudioInstructionSamples(data) if recipe.media == "audio" else InstructionSamples(data)
     template = default_template(model, tokenizer)
     context = model.lm.config.context_length
-    return AssistantBatches(
-        InstructionSamples(data), template, processor, stage.batch_size, stage_name, context
-    )
+    return AssistantBatches(samples, template, processor, stage.batch_size, stage_name, context)
 
 
-def _freeze_for(model, stage_name: str) -> None:
+def _freeze_for(model, stage_name: str, train_vision: bool) -> None:
     """Trainable parts per stage: the LM alone, then the adapter (+ feature norm and positions), then
-    the same plus LoRA."""
+    the same plus LoRA; ``train_vision`` adds the image encoder (its frozen flag is lifted meanwhile)."""
     model.requires_grad_(False)
+    model.config.freeze_vision = not train_vision
     if stage_name == "lm":
         model.lm.requires_grad_(True)
         return
@@ -140,6 +160,8 @@ def _freeze_for(model, stage_name: str) -> None:
     model.feature_norm.requires_grad_(True)
     if model.feature_pos is not None:
         model.feature_pos.requires_grad_(True)
+    if train_vision:
+        model.vision.requires_grad_(True)
 
 
 def run_stage(recipe: AssistantRecipe, stage_name: str, model, tokenizer, processor, out_dir: Path) -> dict:
@@ -149,7 +171,9 @@ def run_stage(recipe: AssistantRecipe, stage_name: str, model, tokenizer, proces
 
     stage = recipe.stages[stage_name]
     batches = _stage_batches(recipe, stage_name, stage, model, tokenizer, processor)
-    _freeze_for(model, stage_name)
+    if stage.train_vision and stage_name == "lm":
+        raise ConfigError(f"recipe {recipe.name}: train_vision has no meaning in the lm stage")
+    _freeze_for(model, stage_name, stage.train_vision)
     lora = add_lora(model.lm, stage.lora) if stage_name == "instruct" and stage.lora else None
     trained = model.lm if stage_name == "lm" else model
     config = replace(stage.train, batch_size=stage.batch_size)
@@ -158,6 +182,7 @@ def run_stage(recipe: AssistantRecipe, stage_name: str, model, tokenizer, proces
     if lora is not None:
         model.lm = lora.merge_and_unload()
     model.requires_grad_(False)
+    model.config.freeze_vision = True
     return summary
 
 
@@ -165,6 +190,7 @@ def run_assistant_recipe(recipe: AssistantRecipe, out_dir: str | Path) -> dict[s
     """Run every stage in order, save ``out_dir/model``, evaluate it and write its card."""
     import torch
 
+    from polymodal.data.audio_processor import AudioProcessor, AudioProcessorConfig
     from polymodal.data.images import ImageProcessor, ImageProcessorConfig
     from polymodal.pipelines import pipeline_for
     from polymodal.registry import build_model, get_spec
@@ -179,13 +205,20 @@ def run_assistant_recipe(recipe: AssistantRecipe, out_dir: str | Path) -> dict[s
     spec = build_spec(recipe, tokenizer)
     model = build_model(spec)
     load_vision_weights(model, recipe.vision_from)
-    processor = ImageProcessor(from_dict(ImageProcessorConfig, spec.image_processor))
+    if recipe.media == "audio":
+        processor = AudioProcessor(from_dict(AudioProcessorConfig, spec.audio_processor))
+    else:
+        processor = ImageProcessor(from_dict(ImageProcessorConfig, spec.image_processor))
     summaries = {}
     for stage_name in STAGE_ORDER:
         if stage_name in recipe.stages:
             summaries[stage_name] = run_stage(recipe, stage_name, model, tokenizer, processor, out_dir)
     pipeline = pipeline_for(spec, model.float().eval(), None, tokenizer=tokenizer)
-    notes = {"data_note": ASSISTANT_DATA, "metrics_note": ASSISTANT_METRICS}
+    notes = (
+        AUDIO_NOTES
+        if recipe.media == "audio"
+        else {"data_note": ASSISTANT_DATA, "metrics_note": ASSISTANT_METRICS}
+    )
     results = finish_run(pipeline, recipe, stage_totals(summaries), out_dir, **notes)
     return {"stages": summaries, "model_dir": str(out_dir / "model"), "eval": results}
 
@@ -202,6 +235,19 @@ ASSISTANT_METRICS = (
     "detailed captions that are not in the scene; POPE asks balanced yes/no questions about present and absent "
     "(random or adversarial) colour/shape pairs."
 )
+
+
+AUDIO_NOTES = {
+    "data_note": (
+        "tones-world clips (train split, without the held-out kind/pitch pairs) turned into text-only "
+        "conversations (LM stage), captions (align stage) and a mix of short/detailed captions, questions and "
+        "multi-turn chats (instruct stage). Evaluated on test clips and held-out-pair clips never trained on."
+    ),
+    "metrics_note": (
+        "`_heldout`: clips holding a (kind, pitch) pair never trained on. BLEU/CIDEr use the clip's true "
+        "captions as references; question accuracy uses VQAv2 answer normalisation."
+    ),
+}
 
 
 def stage_totals(summaries: dict[str, dict]) -> dict[str, Any]:

@@ -25,8 +25,8 @@ from polymodal.data.worlds.shapes_scene import NUMBER_WORDS
 
 __all__ = [
     "ANSWER_VOCAB", "DEFAULT_HELDOUT", "EVAL_TEMPLATES", "KINDS", "LOUDNESS", "PITCHES", "QA", "SPLITS",
-    "TRAIN_TEMPLATES", "ToneClip", "ToneEvent", "ToneSample", "TonesWorld", "caption", "captions", "questions",
-    "render_clip",
+    "TRAIN_TEMPLATES", "ToneClip", "ToneEvent", "ToneSample", "TonesWorld", "caption", "captions",
+    "detailed_caption", "kind_prompts", "sequence_caption", "questions", "render_clip",
 ]  # fmt: skip
 
 KINDS: tuple[str, ...] = ("sine", "square", "chirp_up", "chirp_down", "noise_burst", "clicks")
@@ -236,6 +236,24 @@ def captions_by_family(clip: ToneClip, templates: Templates = TRAIN_TEMPLATES) -
             texts += [t.format(events=s, count=count, noun=noun) for s in options]
         out[family] = list(dict.fromkeys(texts))
     return out
+
+
+def sequence_caption(clip: ToneClip, detail: int) -> str:
+    """The events in order at one level of detail: 0 "a burst of noise then a sine tone", 1 adds the
+    loudness, 2 the pitch band too."""
+    return " then ".join(_event_phrase(e, detail) for e in clip.events)
+
+
+def detailed_caption(clip: ToneClip, template: str = "{events}") -> str:
+    """The most specific caption: every event with its loudness, pitch (and rhythm) and kind, in order."""
+    return template.format(events=sequence_caption(clip, 2))
+
+
+def kind_prompts(kind: str) -> list[str]:
+    """The ways captions name one event of ``kind`` with no other detail ("a burst of noise", "a noise
+    burst"): a prompt ensemble for zero-shot classification."""
+    nouns = dict.fromkeys((PLAIN_NOUNS[kind], KIND_NOUNS[kind]))
+    return [n if kind == "clicks" else f"{'an' if n[0] in 'aeiou' else 'a'} {n}" for n in nouns]
 
 
 def captions(clip: ToneClip, templates: Templates = TRAIN_TEMPLATES) -> list[str]:

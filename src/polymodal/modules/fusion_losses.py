@@ -1,0 +1,305 @@
+"""Pretraining losses of the fusion encoder (:mod:`polymodal.models.fusion_encoder`) and their schedule.
+
+Each ``<task>_loss(model, batch, ...)`` returns ``(loss, metrics)``. Batch keys:
+
+- ``images`` (B, 3, H, W), ``input_ids`` / ``attention_mask`` (B, T): matched captions (itc, itm, mlm, mim);
+- ``groups`` (B,) optional: equal ids are positives of each other (never mined as ITM negatives);
+- ``question_ids`` / ``question_mask`` (B, Tq) and ``answer_ids`` (B,): questions about ``images`` (vqa).
+
+:func:`multitask_loss` shares one pass of the towers between the tasks; :class:`Curriculum` gives the task
+weights (and context dropout) of a training step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from polymodal.config import ConfigError
+from polymodal.modules.fusion import modality_dropout as drop_modalities
+from polymodal.modules.fusion_masking import IGNORE_INDEX, mim_mask, mine_hard_negatives, mlm_mask
+from polymodal.modules.losses import infonce_loss, positive_mask
+
+TASKS = ("itc", "itm", "mlm", "mim", "vqa")
+MODALITIES = ("image", "text")
+Metrics = dict[str, Tensor]
+
+
+def _need(batch: dict[str, Tensor], keys: tuple[str, ...], task: str) -> None:
+    missing = [k for k in keys if k not in batch]
+    if missing:
+        raise ValueError(f"the {task} task needs batch keys {list(keys)}; missing {missing}")
+
+
+class EncodedBatch:
+    """The towers' outputs for one batch, computed on first use and shared by every task."""
+
+    def __init__(self, model: nn.Module, batch: dict[str, Tensor]):
+        self.model, self.batch = model, batch
+
+    @cached_property
+    def image_tokens(self) -> Tensor:
+        _need(self.batch, ("images",), "image")
+        return self.model.image_tokens(self.batch["images"])
+
+    @cached_property
+    def text_tokens(self) -> Tensor:
+        _need(self.batch, ("input_ids", "attention_mask"), "caption")
+        return self.model.text_tokens(self.batch["input_ids"], self.batch["attention_mask"])
+
+    @property
+    def text_mask(self) -> Tensor:
+        return self.batch["attention_mask"]
+
+
+def _context_masks(
+    model: nn.Module,
+    image: Tensor,
+    text: Tensor,
+    text_mask: Tensor,
+    p: dict[str, float] | None,
+    context: str,
+    generator: torch.Generator | None,
+) -> dict[str, Tensor]:
+    """Masks after dropping ``context`` per sample with probability ``p[context]``; the other modality is
+    the prediction target and is never dropped (there would be nothing to predict from)."""
+    probability = {context: p[context]} if p and context in p else {}
+    return drop_modalities(
+        {"image": image, "text": text}, {"text": text_mask}, probability, generator, training=model.training
+    )
+
+
+def itc_loss(
+    model: nn.Module, batch: dict[str, Tensor], encoded: EncodedBatch | None = None
+) -> tuple[Tensor, Metrics]:
+    """Image-text contrastive InfoNCE on the unimodal towers; metric: image-to-text top-1 accuracy."""
+    encoded = encoded or EncodedBatch(model, batch)
+    image = model.image_embedding(encoded.image_tokens)
+    text = model.text_embedding(encoded.text_tokens, encoded.text_mask)
+    groups = batch.get("groups")
+    loss = infonce_loss(image, text, model.scale(), groups)
+    with torch.no_grad():
+        hits = (image @ text.t()).argmax(dim=1)
+        correct = positive_mask(len(hits), groups, hits.device)[torch.arange(len(hits)), hits]
+    return loss, {"acc": correct.float().mean()}
+
+
+def itm_loss(
+    model: nn.Module,
+    batch: dict[str, Tensor],
+    encoded: EncodedBatch | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Metrics]:
+    """Image-text matching on the B positives and up to 2B hard negatives mined from itc similarity
+    (one text per image, one image per text); binary cross-entropy; metric: pair accuracy."""
+    model.require("itm")
+    encoded = encoded or EncodedBatch(model, batch)
+    image_tokens, text_tokens, text_mask = encoded.image_tokens, encoded.text_tokens, encoded.text_mask
+    n = image_tokens.shape[0]
+    with torch.no_grad():
+        similarity = (
+            model.scale()
+            * model.image_embedding(image_tokens)
+            @ model.text_embedding(text_tokens, text_mask).t()
+        )
+    positives = positive_mask(n, batch.get("groups"), image_tokens.device)
+    neg_text, neg_image, text_ok, image_ok = mine_hard_negatives(similarity, positives, generator)
+    rows = torch.arange(n, device=image_tokens.device)
+    image_index = torch.cat([rows, rows[text_ok], neg_image[image_ok]])
+    text_index = torch.cat([rows, neg_text[text_ok], rows[image_ok]])
+    fused = model.fuse(image_tokens[image_index], text_tokens[text_index], text_mask[text_index])
+    logits = model.itm_head(fused.pooled).squeeze(-1)
+    labels = torch.zeros_like(logits)
+    labels[:n] = 1.0
+    loss = F.binary_cross_entropy_with_logits(logits, labels)
+    return loss, {"acc": ((logits > 0).float() == labels).float().mean()}
+
+
+def mlm_loss(
+    model: nn.Module,
+    batch: dict[str, Tensor],
+    encoded: EncodedBatch | None = None,
+    modality_dropout: dict[str, float] | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Metrics]:
+    """Masked language modelling with image context (BERT's 80/10/10 corruption of the captions);
+    ``modality_dropout["image"]`` hides the image per sample (text-only MLM). Metric: masked-token accuracy."""
+    model.require("mlm")
+    _need(batch, ("input_ids", "attention_mask"), "mlm")
+    encoded = encoded or EncodedBatch(model, batch)
+    cfg, ids, mask = model.config, batch["input_ids"], batch["attention_mask"]
+    corrupted, labels = mlm_mask(
+        ids, mask, cfg.mask_token_id, model.vocab_size, cfg.special_token_ids, cfg.mlm_probability, generator
+    )
+    keep = labels != IGNORE_INDEX
+    if not bool(keep.any()):
+        raise ValueError("mlm: no caption has a maskable token (all are special or padding)")
+    text = model.text_tokens(corrupted, mask)
+    image = encoded.image_tokens
+    masks = _context_masks(model, image, text, mask, modality_dropout, "image", generator)
+    logits = model.mlm_logits(model.fuse(image, text, masks["text"], masks["image"]))  # (B, T, vocab)
+    loss = F.cross_entropy(logits[keep].float(), labels[keep])
+    return loss, {"acc": (logits[keep].argmax(-1) == labels[keep]).float().mean()}
+
+
+def mim_loss(
+    model: nn.Module,
+    batch: dict[str, Tensor],
+    encoded: EncodedBatch | None = None,
+    modality_dropout: dict[str, float] | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Metrics]:
+    """Masked image modelling with text context: ``config.mim_ratio`` of the image tokens become the learned
+    mask token before fusion, and the fused tokens there regress the tower's original (detached) tokens;
+    mean squared error on the masked positions only. ``modality_dropout["text"]`` hides the caption."""
+    model.require("mim")
+    encoded = encoded or EncodedBatch(model, batch)
+    image = encoded.image_tokens
+    target = image.detach()
+    if model.config.mim_norm_target:
+        target = F.layer_norm(target, target.shape[-1:])
+    masked = mim_mask(image.shape[0], image.shape[1], model.config.mim_ratio, generator, image.device)
+    text, text_mask = encoded.text_tokens, encoded.text_mask
+    masks = _context_masks(model, image, text, text_mask, modality_dropout, "text", generator)
+    fused = model.fuse(model.mask_image_tokens(image, masked), text, masks["text"], masks["image"])
+    predicted = model.mim_predictions(fused)  # (B, N, image width)
+    return F.mse_loss(predicted[masked].float(), target[masked].float()), {}
+
+
+def vqa_loss(
+    model: nn.Module, batch: dict[str, Tensor], encoded: EncodedBatch | None = None
+) -> tuple[Tensor, Metrics]:
+    """Answer classification: cross-entropy over the answer vocabulary (``answer_ids`` of -100 are skipped);
+    metric: exact-answer accuracy."""
+    model.require("vqa")
+    _need(batch, ("images", "question_ids", "question_mask", "answer_ids"), "vqa")
+    encoded = encoded or EncodedBatch(model, batch)
+    answers, image = batch["answer_ids"], encoded.image_tokens
+    if answers.shape != (image.shape[0],):
+        raise ValueError(f"answer_ids must be ({image.shape[0]},), got {tuple(answers.shape)}")
+    questions = model.text_tokens(batch["question_ids"], batch["question_mask"])
+    logits = model.answer_head(model.fuse(image, questions, batch["question_mask"]).pooled)
+    labelled = answers != IGNORE_INDEX
+    if bool((answers[labelled] >= logits.shape[1]).any() or (answers[labelled] < 0).any()):
+        raise ValueError(f"answer_ids must lie in [0, {logits.shape[1]}) or be {IGNORE_INDEX}")
+    loss = F.cross_entropy(logits.float(), answers, ignore_index=IGNORE_INDEX)
+    return loss, {"acc": (logits.argmax(-1) == answers)[labelled].float().mean()}
+
+
+def check_modality_dropout(p: dict[str, float] | None) -> dict[str, float]:
+    """Validate a context-dropout dict: keys in MODALITIES, values in [0, 1]."""
+    p = dict(p or {})
+    for name, prob in p.items():
+        if name not in MODALITIES:
+            raise ValueError(f"modality_dropout: unknown modality {name!r}; choose from {MODALITIES}")
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"modality_dropout[{name!r}] must lie in [0, 1], got {prob}")
+    return p
+
+
+def multitask_loss(
+    model: nn.Module,
+    batch: dict[str, Tensor],
+    weights: dict[str, float],
+    modality_dropout: dict[str, float] | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Weighted sum of the tasks with weight > 0, sharing one pass of the towers.
+
+    ``modality_dropout`` drops the *context* modality per sample in mlm (image) and mim (text).
+    Returns:
+        the total loss and detached parts: each task's loss, and its metrics as ``<task>_<metric>``
+        (a Trainer loss_fn returns ``{"loss": total, **parts}``).
+    """
+    unknown = sorted(set(weights) - set(TASKS))
+    if unknown:
+        raise ValueError(f"unknown task {unknown[0]!r}; tasks are {TASKS}")
+    if any(w < 0 for w in weights.values()):
+        raise ValueError(f"task weights must be >= 0, got {weights}")
+    active = [t for t in TASKS if weights.get(t, 0.0) > 0]
+    if not active:
+        raise ValueError(f"no task has a positive weight in {weights}")
+    p = check_modality_dropout(modality_dropout)
+    encoded = EncodedBatch(model, batch)
+    runs = {
+        "itc": lambda: itc_loss(model, batch, encoded),
+        "itm": lambda: itm_loss(model, batch, encoded, generator),
+        "mlm": lambda: mlm_loss(model, batch, encoded, p, generator),
+        "mim": lambda: mim_loss(model, batch, encoded, p, generator),
+        "vqa": lambda: vqa_loss(model, batch, encoded),
+    }
+    total, parts = None, {}
+    for task in active:
+        loss, metrics = runs[task]()
+        total = weights[task] * loss if total is None else total + weights[task] * loss
+        parts[task] = loss.detach()
+        parts.update({f"{task}_{name}": value.detach() for name, value in metrics.items()})
+    return total, parts
+
+
+@dataclass
+class CurriculumPhase:
+    until_step: int | None = None  # the phase covers steps below this one; None = to the end (last phase)
+    tasks: dict[str, float] = field(default_factory=dict)  # task (one of TASKS) -> loss weight
+    modality_dropout: dict[str, float] = field(default_factory=dict)  # context modality -> drop probability
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for unknown tasks or modalities, or out-of-range numbers."""
+        unknown = sorted(set(self.tasks) - set(TASKS))
+        if unknown:
+            raise ConfigError(f"CurriculumPhase: unknown task {unknown[0]!r}; tasks are {TASKS}")
+        if not any(w > 0 for w in self.tasks.values()) or any(w < 0 for w in self.tasks.values()):
+            raise ConfigError(f"CurriculumPhase: tasks need weights >= 0, at least one > 0; got {self.tasks}")
+        if self.until_step is not None and self.until_step < 1:
+            raise ConfigError(f"CurriculumPhase: until_step must be >= 1 or None, got {self.until_step}")
+        try:
+            check_modality_dropout(self.modality_dropout)
+        except ValueError as e:
+            raise ConfigError(f"CurriculumPhase: {e}") from None
+
+
+def _default_phases() -> list[CurriculumPhase]:
+    # align the towers and learn each modality alone (MLM without the image, MIM without the caption),
+    # then train every joint task with light context dropout
+    unimodal = CurriculumPhase(300, {"itc": 1.0, "mlm": 1.0, "mim": 1.0}, {"image": 1.0, "text": 1.0})
+    joint = {"itc": 1.0, "itm": 1.0, "mlm": 1.0, "mim": 0.5, "vqa": 1.0}
+    return [unimodal, CurriculumPhase(None, joint, {"image": 0.1, "text": 0.1})]
+
+
+@dataclass
+class Curriculum:
+    phases: list[CurriculumPhase] = field(default_factory=_default_phases)  # in step order
+
+    def validate(self) -> None:
+        """Phases must exist, end at increasing steps, and only the last may be open-ended."""
+        if not self.phases:
+            raise ConfigError("Curriculum: phases must not be empty")
+        ends = [p.until_step for p in self.phases]
+        if None in ends[:-1]:
+            raise ConfigError(f"Curriculum: only the last phase may have until_step None, got {ends}")
+        bounded = [e for e in ends if e is not None]
+        if any(b <= a for a, b in zip(bounded, bounded[1:], strict=False)):
+            raise ConfigError(f"Curriculum: until_step must increase from phase to phase, got {ends}")
+        for phase in self.phases:
+            phase.validate()
+
+    def phase(self, step: int) -> CurriculumPhase:
+        """The phase in force at ``step`` (0-based); past the last bound, the last phase holds."""
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        for phase in self.phases:
+            if phase.until_step is None or step < phase.until_step:
+                return phase
+        return self.phases[-1]
+
+    def weights(self, step: int) -> dict[str, float]:
+        """Task weights at ``step`` (for :func:`multitask_loss`)."""
+        return dict(self.phase(step).tasks)
+
+    def modality_dropout(self, step: int) -> dict[str, float]:
+        """Context-dropout probabilities at ``step`` (for :func:`multitask_loss`)."""
+        return dict(self.phase(step).modality_dropout)
