@@ -1,5 +1,6 @@
-# Set-up is idempotent: the venv is created and filled once (torch 2.13.0 CPU first, so that nothing
-# pulls a CUDA build), then reused. `make demo` and `make test` are the README's two commands.
+# Set-up is idempotent: espeak-ng (text to speech, for the spoken world and the voice assistant) is installed
+# when missing, the venv is created and filled once (torch 2.13.0 CPU first, so that nothing pulls a CUDA
+# build), then reused. `make demo` and `make test` are the README's two commands.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -8,6 +9,8 @@ STAMP  := $(VENV)/.polymodal-installed
 .PHONY: setup demo test test-all lint format bench
 
 $(STAMP): pyproject.toml
+	command -v espeak-ng >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null) \
+		|| echo "note: could not install espeak-ng (Debian package; needs root): spoken-world tests will skip"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0

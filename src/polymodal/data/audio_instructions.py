@@ -13,6 +13,7 @@ import numpy as np
 
 from polymodal.config import ConfigError
 from polymodal.data.chat import AUDIO_TOKEN
+from polymodal.data.instructions import KindMix
 from polymodal.data.worlds.shapes_scene import NUMBER_WORDS
 from polymodal.data.worlds.tones import MAX_EVENTS, ToneClip, TonesWorld, questions, sequence_caption
 
@@ -100,13 +101,11 @@ class AudioInstructionSamples:
             min_events=config.min_events,
             max_events=config.max_events,
         )
-        kinds = [k for k in AUDIO_INSTRUCTION_KINDS if config.mix.get(k, 0) > 0]
-        weights = np.array([config.mix[k] for k in kinds], dtype=np.float64)
-        self.kinds, self.cumulative = kinds, np.cumsum(weights / weights.sum())
+        self.mix = KindMix(config.mix, AUDIO_INSTRUCTION_KINDS)
 
     def __call__(self, i: int):
         rng = np.random.default_rng([self.config.seed, 7, i])
-        kind = self.kinds[min(int(np.searchsorted(self.cumulative, rng.random())), len(self.kinds) - 1)]
+        kind = self.mix.draw(rng)
         clip = self.world.clip(i)
         return self.world.render(clip), audio_conversation(clip, kind, rng)
 

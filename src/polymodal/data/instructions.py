@@ -89,6 +89,18 @@ def conversation(scene: Scene, kind: str, rng: np.random.Generator, turns: int =
     return messages
 
 
+class KindMix:
+    """Draws an instruction kind with the mix's weights (kinds with weight 0 never come up)."""
+
+    def __init__(self, mix: dict[str, float], order: tuple[str, ...]):
+        self.kinds = [k for k in order if mix.get(k, 0) > 0]
+        weights = np.array([mix[k] for k in self.kinds], dtype=np.float64)
+        self.cumulative = np.cumsum(weights / weights.sum())
+
+    def draw(self, rng: np.random.Generator) -> str:
+        return self.kinds[min(int(np.searchsorted(self.cumulative, rng.random())), len(self.kinds) - 1)]
+
+
 @dataclass
 class InstructionDataConfig:
     mix: dict[str, float] = field(
@@ -126,13 +138,11 @@ class InstructionSamples:
             max_objects=config.max_objects,
             image_size=config.image_size,
         )
-        kinds = [k for k in INSTRUCTION_KINDS if self.config.mix.get(k, 0) > 0]
-        weights = np.array([self.config.mix[k] for k in kinds], dtype=np.float64)
-        self.kinds, self.cumulative = kinds, np.cumsum(weights / weights.sum())
+        self.mix = KindMix(config.mix, INSTRUCTION_KINDS)
 
     def __call__(self, i: int):
         rng = np.random.default_rng([self.config.seed, 7, i])
-        kind = self.kinds[min(int(np.searchsorted(self.cumulative, rng.random())), len(self.kinds) - 1)]
+        kind = self.mix.draw(rng)
         scene = self.world.scene(i)
         return self.world.render(scene), conversation(scene, kind, rng)
 

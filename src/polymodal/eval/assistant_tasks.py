@@ -44,7 +44,6 @@ def shapes_caption(pipeline, n: int | None = None, seed: int = 0) -> tuple[int, 
     """BLEU-4 and CIDEr of short and detailed captions against every true caption of the scene."""
     from polymodal.data.instructions import detailed_caption, short_caption
     from polymodal.data.worlds.shapes import EVAL_TEMPLATES, TRAIN_TEMPLATES, captions
-    from polymodal.eval.captioning import caption_scores
 
     _require_assistant(pipeline)
     count = n or DEFAULT_N
@@ -53,16 +52,22 @@ def shapes_caption(pipeline, n: int | None = None, seed: int = 0) -> tuple[int, 
         [short_caption(s), detailed_caption(s), *captions(s, TRAIN_TEMPLATES), *captions(s, EVAL_TEMPLATES)]
         for s in scenes
     ]
+    return count, caption_metrics(pipeline, images, refs, max_tokens=96)
+
+
+def caption_metrics(pipeline, items: list, refs: list[list[str]], max_tokens: int) -> dict[str, Any]:
+    """BLEU-4 and CIDEr of the pipeline's short and detailed captions (its own caption prompts) of each
+    image or clip; ``_detailed`` keys for the detailed style."""
+    from polymodal.eval.captioning import caption_scores
+    from polymodal.pipelines.assistant import CAPTION_PROMPTS
+
     metrics: dict[str, Any] = {}
-    for style, prompt in (
-        ("short", "describe the image briefly."),
-        ("detailed", "describe the image in detail."),
-    ):
-        scores = caption_scores(ask_many(pipeline, images, [prompt] * count, max_tokens=96), refs)
+    for style, prompt in CAPTION_PROMPTS[pipeline.media].items():
+        scores = caption_scores(ask_many(pipeline, items, [prompt] * len(items), max_tokens=max_tokens), refs)
         suffix = "" if style == "short" else "_detailed"
         metrics |= {f"bleu_4{suffix}": scores["bleu_4"], f"cider{suffix}": scores["cider"]}
         metrics["skipped"] = scores["skipped"]
-    return count, metrics
+    return metrics
 
 
 def _one_question_per_scene(scenes, seed: int):
@@ -77,16 +82,30 @@ def _one_question_per_scene(scenes, seed: int):
 
 
 def shapes_vqa(pipeline, n: int | None = None, seed: int = 0) -> tuple[int, dict[str, Any]]:
-    """VQAv2-style accuracy (normalised answers), per question kind, on test and held-out-pair scenes."""
+    """VQAv2-style accuracy (normalised answers), per question kind, on test and held-out-pair scenes.
+
+    An assistant generates its answers; a fusion encoder (``answer_batch``) picks them from its answer
+    vocabulary. The questions and metrics are the same.
+    """
     from polymodal.eval.vqa import vqa_scores
 
-    _require_assistant(pipeline)
+    if hasattr(pipeline, "answer_batch"):
+
+        def reply(images: list, questions: list[str]) -> list[str]:
+            return pipeline.answer_batch(images, questions)
+
+    else:
+        _require_assistant(pipeline)
+
+        def reply(images: list, questions: list[str]) -> list[str]:
+            return ask_many(pipeline, images, questions, max_tokens=8)
+
     count = n or DEFAULT_N
     metrics: dict[str, Any] = {}
     for split, suffix in (("test", ""), ("heldout", "_heldout")):
         scenes, images = _scenes(split, count, seed, _size(pipeline))
         qas = _one_question_per_scene(scenes, seed)
-        replies = ask_many(pipeline, images, [q.question for q in qas], max_tokens=8)
+        replies = reply(images, [q.question for q in qas])
         scores = vqa_scores(replies, [[q.answer] for q in qas], kinds=[q.kind for q in qas])
         metrics |= {f"{k}{suffix}": v for k, v in scores.items() if k.startswith("vqa_accuracy")}
     return count, metrics

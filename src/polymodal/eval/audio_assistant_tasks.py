@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from polymodal.eval.assistant_tasks import DEFAULT_N, ask_many
+from polymodal.eval.assistant_tasks import DEFAULT_N, ask_many, caption_metrics
 
 
 def _require_listener(pipeline) -> None:
@@ -27,7 +27,6 @@ def tones_caption(pipeline, n: int | None = None, seed: int = 0) -> tuple[int, d
     """BLEU-4 and CIDEr of short and detailed captions against every true caption of the clip."""
     from polymodal.data.audio_instructions import detailed_caption, short_caption
     from polymodal.data.worlds.tones import EVAL_TEMPLATES, captions
-    from polymodal.eval.captioning import caption_scores
 
     _require_listener(pipeline)
     count = n or DEFAULT_N
@@ -35,16 +34,7 @@ def tones_caption(pipeline, n: int | None = None, seed: int = 0) -> tuple[int, d
     refs = [
         [short_caption(c), detailed_caption(c), *captions(c), *captions(c, EVAL_TEMPLATES)] for c in clips
     ]
-    metrics: dict[str, Any] = {}
-    for style, prompt in (
-        ("short", "describe the sound briefly."),
-        ("detailed", "describe the sound in detail."),
-    ):
-        scores = caption_scores(ask_many(pipeline, waves, [prompt] * count, max_tokens=64), refs)
-        suffix = "" if style == "short" else "_detailed"
-        metrics |= {f"bleu_4{suffix}": scores["bleu_4"], f"cider{suffix}": scores["cider"]}
-        metrics["skipped"] = scores["skipped"]
-    return count, metrics
+    return count, caption_metrics(pipeline, waves, refs, max_tokens=64)
 
 
 def tones_qa(pipeline, n: int | None = None, seed: int = 0) -> tuple[int, dict[str, Any]]:

@@ -2,8 +2,14 @@
 
 from polymodal.data.worlds.digits import DigitsWorld
 from polymodal.data.worlds.shapes import ShapesWorld
+from polymodal.data.worlds.spoken import SpokenWorld
 from polymodal.data.worlds.tones import TonesWorld
 
-WORLDS: dict[str, type] = {"shapes": ShapesWorld, "digits": DigitsWorld, "tones": TonesWorld}
+WORLDS: dict[str, type] = {
+    "shapes": ShapesWorld,
+    "digits": DigitsWorld,
+    "tones": TonesWorld,
+    "spoken": SpokenWorld,
+}
 
-__all__ = ["WORLDS", "DigitsWorld", "ShapesWorld", "TonesWorld"]
+__all__ = ["WORLDS", "DigitsWorld", "ShapesWorld", "SpokenWorld", "TonesWorld"]
