@@ -87,19 +87,32 @@ def eval_cmd(
         str,
         typer.Argument(
             help="digits-zeroshot | shapes-zeroshot | shapes-retrieval (dual encoders); shapes-caption | "
-            "shapes-vqa | shapes-grounding | shapes-hallucination (assistants)"
+            "shapes-vqa | shapes-grounding | shapes-hallucination (assistants); shapes-vqa | shapes-mismatch | "
+            "shapes-rerank | shapes-vqa-blind (fusion encoders)"
         ),
     ],
     n: Annotated[int | None, typer.Option(help="Evaluate on the first N samples only.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     precision: PrecisionOpt = "fp32",
+    rerank: Annotated[
+        int,
+        typer.Option(
+            help="shapes-retrieval with a fusion encoder: re-score each query's ITC top-K with ITM "
+            "(adds *_rerank recalls and the R@1 lift); 0 = off."
+        ),
+    ] = 0,
 ) -> None:
     """Evaluate a model on a named task."""
-    from polymodal.eval.tasks import TASKS, run_task
+    from polymodal.eval.tasks import RERANK_TASKS, TASKS, run_task
 
     if task not in TASKS:
         fail(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
-    result = run_task(_load(model, precision), task, n=n)
+    if rerank < 0 or (rerank and task not in RERANK_TASKS):
+        fail(f"--rerank K (K >= 1) applies to {', '.join(RERANK_TASKS)} only, not {task!r} with K={rerank}")
+    pipeline = _load(model, precision)
+    if rerank and not hasattr(pipeline, "match_tokens"):
+        fail(f"--rerank needs a fusion encoder with an ITM head; {model} is not one")
+    result = run_task(pipeline, task, n=n, rerank=rerank)
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -275,8 +288,8 @@ def demo(
     run_demo(_load(model), out, gallery_size=gallery_size, assistant=_load(assistant) if assistant else None)
 
 
-# the command modules register caption, ask, chat (assistant) and transcribe, voice (audio) on the app
-from polymodal import cli_assistant, cli_audio  # noqa: E402, F401
+# the command modules register caption, ask, chat (assistant), transcribe, voice (audio) and serve on the app
+from polymodal import cli_assistant, cli_audio, cli_serve  # noqa: E402, F401
 
 
 def main() -> None:

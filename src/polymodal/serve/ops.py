@@ -1,0 +1,118 @@
+"""The batched model calls behind the routes: what each kind of pipeline can do, and one function per
+operation that maps a list of decoded inputs to one result per input (run by a :class:`MicroBatcher`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from polymodal.pipelines.assistant import AssistantPipeline
+from polymodal.pipelines.base import Pipeline
+from polymodal.pipelines.dual_encoder import DualEncoderPipeline
+from polymodal.pipelines.speech import SpeechPipeline
+
+
+def capabilities(pipeline: Pipeline) -> tuple[str, ...]:
+    """The operations a pipeline serves: embed_text, embed_image|embed_audio, classify, chat, transcribe."""
+    if isinstance(pipeline, DualEncoderPipeline):
+        return ("embed_text", f"embed_{pipeline.model.modality}", "classify")
+    if isinstance(pipeline, AssistantPipeline):
+        return ("chat", f"chat_{pipeline.media}")
+    if isinstance(pipeline, SpeechPipeline):
+        return ("transcribe",)
+    return ()
+
+
+def model_sample_rate(pipeline: Pipeline) -> int:
+    """The rate (Hz) this pipeline hears; decoded audio is resampled to it once, in the request."""
+    return int(pipeline.audio_processor.config.sample_rate)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """How one reply is generated; requests with equal greedy settings share a batched decode."""
+
+    max_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    @property
+    def deterministic(self) -> bool:
+        """Whether the same prompt always gets the same reply (greedy, or sampled with a seed)."""
+        return self.temperature == 0 or self.seed is not None
+
+
+@dataclass
+class ChatJob:
+    """One conversation ready for the model: messages whose media parts are bare placeholders
+    (``{"type": "image"}`` / ``{"type": "audio"}``), the decoded media in placeholder order, and settings."""
+
+    messages: list[dict[str, Any]]
+    media: list[Any] = field(default_factory=list)
+    generation: Generation = field(default_factory=Generation)
+    media_digests: list[str] = field(default_factory=list)  # sha256 of each medium's bytes (for cache keys)
+
+    def with_media(self, media_kind: str) -> list[dict[str, Any]]:
+        """The messages with each placeholder holding its decoded media (what ``pipeline.chat`` takes)."""
+        items = iter(self.media)
+        out = []
+        for message in self.messages:
+            content = message["content"]
+            if isinstance(content, list):
+                content = [
+                    {"type": media_kind, media_kind: next(items)} if part.get("type") == media_kind else part
+                    for part in content
+                ]
+            out.append({**message, "content": content})
+        return out
+
+
+def run_chat(pipeline: AssistantPipeline, jobs: list[ChatJob]) -> list[str]:
+    """Replies to ``jobs``: greedy jobs with equal settings share one left-padded decode; sampled ones run
+    alone, so a seed reproduces the same reply as an unbatched call."""
+    groups: dict[Any, list[int]] = {}
+    for i, job in enumerate(jobs):
+        key = job.generation if job.generation.temperature == 0 else ("alone", i)
+        groups.setdefault(key, []).append(i)
+    replies: list[str] = [""] * len(jobs)
+    for indices in groups.values():
+        g = jobs[indices[0]].generation
+        out = pipeline.generate_batch(
+            [jobs[i].messages for i in indices], [jobs[i].media for i in indices],
+            max_tokens=g.max_tokens, temperature=g.temperature, top_p=g.top_p, stop=list(g.stop), seed=g.seed,
+        )  # fmt: skip
+        for i, reply in zip(indices, out, strict=True):
+            replies[i] = reply
+    return replies
+
+
+def _rows(matrix: np.ndarray) -> list[np.ndarray]:
+    rows = [np.ascontiguousarray(row, dtype=np.float32) for row in matrix]
+    for row in rows:
+        row.flags.writeable = False  # rows are cached and shared between requests
+    return rows
+
+
+def batch_function(pipeline: Pipeline, op: str) -> Callable[[list[Any]], list[Any]]:
+    """The batched call of ``op`` on ``pipeline`` (inputs are already decoded by the request)."""
+    if op == "embed_text":
+        return lambda texts: _rows(pipeline.embed_text(texts))
+    if op == "embed_image":
+        return lambda images: _rows(pipeline.embed_image(images))
+    if op == "embed_audio":
+        rate = model_sample_rate(pipeline)
+        return lambda waves: _rows(pipeline.embed_audio(waves, sample_rate=rate))
+    if op == "chat":
+        return lambda jobs: run_chat(pipeline, jobs)
+    if op == "transcribe":
+        rate = model_sample_rate(pipeline)
+        return lambda waves: pipeline.transcribe(waves, sample_rate=rate)
+    raise ValueError(f"no batched operation {op!r}")
+
+
+BATCHED_OPS = ("embed_text", "embed_image", "embed_audio", "chat", "transcribe")

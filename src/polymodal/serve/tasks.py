@@ -1,0 +1,168 @@
+"""What the routes ask of the models, as coroutines: embeddings, zero-shot labels, replies and transcripts.
+Each one checks the cache, decodes only the inputs it misses (in worker threads) and queues them on the
+model operation's micro-batcher."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from polymodal.eval.zeroshot import classifier_from_prompts, fill_template, zeroshot_predict
+from polymodal.pipelines.base import Pipeline
+from polymodal.serve.cache import MISSING, cache_key
+from polymodal.serve.limits import check_count
+from polymodal.serve.ops import ChatJob, model_sample_rate
+from polymodal.serve.state import ServeState
+
+DEFAULT_TEMPLATES = ("a photo of a {}.", "{}")  # DualEncoderPipeline.classify's default ensemble
+MAX_TEMPLATES = 16
+
+
+async def cached_batch(
+    state: ServeState,
+    model: str,
+    op: str,
+    keys: Sequence[str],
+    prepare: Callable[[list[int]], Awaitable[list[Any]]],
+) -> list[Any]:
+    """Results for ``keys``: cached ones as they are; the misses (each distinct key once) are prepared by
+    ``prepare(indices)`` and computed in one submission to the batcher, then cached."""
+    results = [state.cache_get(k) for k in keys]
+    first_of: dict[str, int] = {}
+    for i, (key, value) in enumerate(zip(keys, results, strict=True)):
+        if value is MISSING:
+            first_of.setdefault(key, i)
+    if first_of:
+        inputs = await prepare(list(first_of.values()))
+        computed = await state.batcher(model, op).submit(inputs)
+        fresh = dict(zip(first_of, computed, strict=True))
+        for key, value in fresh.items():
+            state.cache.put(key, value)
+        results = [fresh[k] if v is MISSING else v for k, v in zip(keys, results, strict=True)]
+    return results
+
+
+async def embed_texts(state: ServeState, model: str, texts: Sequence[str]) -> list[np.ndarray]:
+    """Unit-norm text embeddings, one per text."""
+    keys = [cache_key(model, "embed_text", t) for t in texts]
+
+    async def prepare(indices: list[int]) -> list[str]:
+        return [texts[i] for i in indices]
+
+    return await cached_batch(state, model, "embed_text", keys, prepare)
+
+
+async def media_blobs(
+    state: ServeState, refs: Sequence[str], kind: str, params: Sequence[str]
+) -> list[bytes]:
+    """The encoded bytes of image or audio references (data URIs, base64, allowlisted image URLs);
+    ``params`` name each reference in error messages."""
+    read = state.media.image_bytes if kind == "image" else state.media.audio_bytes
+    calls = [asyncio.to_thread(read, ref, param) for ref, param in zip(refs, params, strict=True)]
+    return list(await asyncio.gather(*calls))
+
+
+async def decode_media(
+    state: ServeState, pipeline: Pipeline, blobs: Sequence[bytes], kind: str, params: Sequence[str]
+) -> list[Any]:
+    """Decoded images (RGB PIL) or clips (mono float32 at the model's rate), in worker threads."""
+    pairs = zip(blobs, params, strict=True)
+    if kind == "image":
+        calls = [asyncio.to_thread(state.media.image, blob, param) for blob, param in pairs]
+    else:
+        rate = model_sample_rate(pipeline)
+        calls = [asyncio.to_thread(state.media.audio, blob, rate, param) for blob, param in pairs]
+    return list(await asyncio.gather(*calls))
+
+
+def indexed(param: str, count: int) -> list[str]:
+    """``param[0]``, ``param[1]``, ...: the names of a list's items in error messages."""
+    return [f"{param}[{i}]" for i in range(count)]
+
+
+async def embed_media(
+    state: ServeState, model: str, pipeline: Pipeline, refs: Sequence[str], kind: str, params: Sequence[str]
+) -> list[np.ndarray]:
+    """Unit-norm image (or audio) embeddings, one per reference (``params`` name them in errors)."""
+    blobs = await media_blobs(state, refs, kind, params)
+    op = f"embed_{kind}"
+    keys = [cache_key(model, op, b) for b in blobs]
+
+    async def prepare(indices: list[int]) -> list[Any]:
+        return await decode_media(
+            state, pipeline, [blobs[i] for i in indices], kind, [params[i] for i in indices]
+        )
+
+    return await cached_batch(state, model, op, keys, prepare)
+
+
+async def classify(
+    state: ServeState,
+    model: str,
+    pipeline: Any,
+    ref: str,
+    kind: str,
+    labels: list[str],
+    templates: list[str] | None,
+) -> dict[str, float]:
+    """Zero-shot probabilities of ``labels`` for one image (or clip), as ``DualEncoderPipeline.classify``
+    computes them, with the prompt embeddings batched and cached like any text."""
+    config = state.config
+    check_count(len(labels), config.max_labels, "labels", "labels")
+    if len(set(labels)) != len(labels):
+        raise ValueError("labels must be distinct")
+    templates = list(templates or DEFAULT_TEMPLATES)
+    check_count(len(templates), MAX_TEMPLATES, "templates", "templates")
+    prompts = [[fill_template(t, label) for t in templates] for label in labels]
+    (vector,) = await embed_media(state, model, pipeline, [ref], kind, [kind])
+    text = np.stack(await embed_texts(state, model, [p for ps in prompts for p in ps]))
+    classifier = classifier_from_prompts(lambda _: text, prompts)
+    scale = float(pipeline.model.scale().detach().float())
+    probs = zeroshot_predict(vector[None], classifier, logit_scale=scale)[0]
+    return dict(zip(labels, map(float, probs), strict=True))
+
+
+def chat_cache_key(model: str, job: ChatJob) -> str:
+    """The key of a deterministic reply: the messages, the media bytes' digests and the settings."""
+    content = json.dumps([job.messages, job.media_digests], sort_keys=True, separators=(",", ":"))
+    g = job.generation
+    params = {
+        "max_tokens": g.max_tokens,
+        "temperature": g.temperature,
+        "top_p": g.top_p,
+        "stop": list(g.stop),
+        "seed": g.seed,
+    }
+    return cache_key(model, "chat", content, params)
+
+
+async def chat_reply(state: ServeState, model: str, job: ChatJob) -> str:
+    """The assistant's reply to one conversation (cached when deterministic)."""
+    key = chat_cache_key(model, job) if job.generation.deterministic else None
+    if key is not None and (cached := state.cache_get(key)) is not MISSING:
+        return cached
+    (reply,) = await state.batcher(model, "chat").submit([job])
+    if key is not None:
+        state.cache.put(key, reply)
+    return reply
+
+
+async def transcribe(state: ServeState, model: str, pipeline: Pipeline, blob: bytes) -> str:
+    """The transcript of one encoded clip."""
+    key = cache_key(model, "transcribe", blob)
+
+    async def prepare(indices: list[int]) -> list[Any]:
+        return await decode_media(state, pipeline, [blob], "audio", ["file"])
+
+    (text,) = await cached_batch(state, model, "transcribe", [key], prepare)
+    return text
+
+
+def digest(blob: bytes) -> str:
+    """sha256 hex of ``blob``."""
+    return hashlib.sha256(blob).hexdigest()

@@ -1,0 +1,154 @@
+"""MicroBatcher: concurrent requests share calls, a bad request fails alone, full queues and slow calls
+answer 429 and 504 instead of hanging."""
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from polymodal.serve.batching import MicroBatcher, QueueFull, RequestTimeout
+from polymodal.serve.cache import MISSING, LRUCache, cache_key
+
+
+class Doubler:
+    """A batch function that records the size of each call; refuses negative inputs; can be slowed."""
+
+    def __init__(self, delay: float = 0.0):
+        self.calls: list[int] = []
+        self.delay = delay
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, xs):
+        self.gate.wait(5)
+        time.sleep(self.delay)
+        self.calls.append(len(xs))
+        if any(x < 0 for x in xs):
+            raise ValueError("negative input")
+        return [2 * x for x in xs]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def started(fn, **options):
+    batcher = MicroBatcher("m:op", fn, ThreadPoolExecutor(1), **options)
+    batcher.start()
+    return batcher
+
+
+def test_concurrent_requests_share_a_call():
+    async def main():
+        fn = Doubler()
+        fn.gate.clear()  # hold the first call so the rest queue up together
+        b = await started(fn, max_batch_size=8, max_wait_ms=20)
+        first = asyncio.create_task(b.submit([0]))
+        await asyncio.sleep(0.05)
+        rest = [asyncio.create_task(b.submit([i, i + 100])) for i in range(1, 4)]
+        await asyncio.sleep(0.05)
+        fn.gate.set()
+        results = await asyncio.gather(first, *rest)
+        await b.stop()
+        return fn.calls, results
+
+    calls, results = run(main())
+    assert results == [[0], [2, 202], [4, 204], [6, 206]]
+    assert calls == [1, 6]  # the three waiting requests (6 inputs) went in one call
+
+
+def test_batch_size_cap_keeps_order():
+    async def main():
+        fn = Doubler()
+        fn.gate.clear()
+        b = await started(fn, max_batch_size=3, max_wait_ms=50)
+        blocker = asyncio.create_task(b.submit([0]))
+        await asyncio.sleep(0.05)
+        tasks = [asyncio.create_task(b.submit([i, i])) for i in range(1, 4)]
+        await asyncio.sleep(0.05)
+        fn.gate.set()
+        out = await asyncio.gather(blocker, *tasks)
+        await b.stop()
+        return fn.calls, out
+
+    calls, out = run(main())
+    assert out == [[0], [2, 2], [4, 4], [6, 6]]
+    assert max(calls) <= 3
+
+
+def test_a_bad_request_fails_alone():
+    async def main():
+        fn = Doubler()
+        fn.gate.clear()
+        b = await started(fn, max_batch_size=16, max_wait_ms=20)
+        blocker = asyncio.create_task(b.submit([1]))
+        await asyncio.sleep(0.05)
+        good = asyncio.create_task(b.submit([5]))
+        bad = asyncio.create_task(b.submit([-1]))
+        other = asyncio.create_task(b.submit([7]))
+        await asyncio.sleep(0.05)
+        fn.gate.set()
+        results = await asyncio.gather(blocker, good, bad, other, return_exceptions=True)
+        await b.stop()
+        return fn.calls, results
+
+    calls, (blocker, good, bad, other) = run(main())
+    assert blocker == [2] and good == [10] and other == [14]
+    assert isinstance(bad, ValueError) and "negative" in str(bad)
+    assert calls == [1, 3, 1, 1, 1]  # the failed batch of three, then each alone
+
+
+def test_full_queue_is_refused_at_once_and_slow_calls_time_out():
+    async def main():
+        fn = Doubler(delay=0.5)
+        b = await started(fn, max_batch_size=1, max_wait_ms=0, queue_size=2, timeout_s=1.2)
+        running = asyncio.create_task(b.submit([1]))
+        await asyncio.sleep(0.05)  # the worker holds it; the queue is empty again
+        queued = [asyncio.create_task(b.submit([i])) for i in (2, 3)]
+        await asyncio.sleep(0)
+        start = time.perf_counter()
+        with pytest.raises(QueueFull) as refused:
+            await b.submit([4])
+        refused_after = time.perf_counter() - start
+        results = await asyncio.gather(running, *queued, return_exceptions=True)
+        await b.stop()
+        return refused.value, refused_after, results
+
+    refused, refused_after, (first, second, third) = run(main())
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+    assert refused_after < 0.05
+    assert first == [2] and second == [4]
+    assert (
+        isinstance(third, RequestTimeout) and third.status_code == 504
+    )  # would finish 1.45 s after it was queued
+
+
+def test_submit_before_start_and_after_stop_is_503():
+    async def main():
+        b = MicroBatcher("m:op", Doubler(), ThreadPoolExecutor(1))
+        with pytest.raises(Exception) as before:
+            await b.submit([1])
+        b.start()
+        assert await b.submit([1]) == [2]
+        await b.stop()
+        with pytest.raises(Exception) as after:
+            await b.submit([1])
+        return before.value.status_code, after.value.status_code
+
+    assert run(main()) == (503, 503)
+
+
+def test_lru_cache_evicts_least_recent_and_keys_separate_fields():
+    cache = LRUCache(2)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert cache.get("a") == 1  # a is now the most recent
+    cache.put("c", 3)
+    assert cache.get("b") is MISSING and cache.get("a") == 1 and cache.get("c") == 3
+    assert (cache.hits, cache.misses) == (3, 1)
+    assert cache_key("m", "op", "ab", {"x": 1}) != cache_key("m", "op", "ab", {"x": 2})
+    assert cache_key("m", "op", b"ab") == cache_key("m", "op", "ab")
+    assert cache_key("m", "opa", "b") != cache_key("m", "op", "ab")
+    LRUCache(0).put("a", 1)
