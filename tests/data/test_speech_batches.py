@@ -15,11 +15,28 @@ def tokenizer():
     return TextTokenizer.train_bpe(list(VOCABULARY) * 3, vocab_size=96, context_length=16)
 
 
-def test_labels_are_the_inputs_shifted_with_eos(tokenizer):
+def test_labels_are_aligned_with_the_ids_as_speech_loss_expects(tokenizer):
     ids, mask, labels = transcript_tokens(tokenizer, ["red", "seven blue stop"])
-    assert ids[0, 0] == tokenizer.bos_id and labels[0, mask[0].sum() - 1] == tokenizer.eos_id
-    torch.testing.assert_close(labels[1, :-1], ids[1, 1:])
+    assert ids[0, 0] == tokenizer.bos_id and ids[0, mask[0].sum() - 1] == tokenizer.eos_id
+    assert (labels[:, 0] == IGNORE).all()  # nothing predicts the start token
+    torch.testing.assert_close(labels[1, 1:], ids[1, 1:])
     assert (labels[0][~mask[0]] == IGNORE).all()
+
+
+def test_a_model_that_copies_the_next_token_has_zero_loss(tokenizer):
+    """The loss must score position t's logits against token t + 1: a perfect next-token model gets ~0."""
+    from polymodal.models.speech import speech_loss
+
+    ids, mask, labels = transcript_tokens(tokenizer, ["red", "seven blue stop"])
+
+    class NextToken(torch.nn.Module):
+        def forward(self, mel, input_ids, attention_mask=None):
+            following = torch.roll(input_ids, -1, dims=1)
+            return torch.nn.functional.one_hot(following, tokenizer.vocab_size).float() * 50.0
+
+    batch = {"mel": torch.zeros(2, 8, 8), "input_ids": ids, "attention_mask": mask, "labels": labels}
+    out = speech_loss(NextToken(), batch)
+    assert out["loss"] < 1e-6 and out["token_accuracy"] == 1.0
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")

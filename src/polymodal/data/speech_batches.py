@@ -38,10 +38,11 @@ class SpeechDataConfig:
 
 
 def transcript_tokens(tokenizer: TextTokenizer, texts: list[str]) -> tuple[torch.Tensor, ...]:
-    """Teacher-forcing rows: input ids ``[BOS] w1 .. wn`` and labels ``w1 .. wn [EOS]`` (pad: IGNORE)."""
+    """Teacher-forcing rows ``[BOS] w1 .. wn [EOS]`` and their labels, aligned with the ids as
+    ``speech_loss`` wants them (it shifts: position t predicts label t + 1): IGNORE on BOS and padding."""
     sequences = [tokenizer.encode(t) for t in texts]  # [BOS] ... [EOS]
-    ids, mask = pad_token_ids([s[:-1] for s in sequences], tokenizer.pad_id)
-    labels, _ = pad_token_ids([s[1:] for s in sequences], IGNORE)
+    ids, mask = pad_token_ids(sequences, tokenizer.pad_id)
+    labels, _ = pad_token_ids([[IGNORE, *s[1:]] for s in sequences], IGNORE)
     return ids, mask, labels
 
 
