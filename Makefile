@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.polymodal-installed
+BROWSER := $(VENV)/.browser-installed
 
 .PHONY: setup demo test test-all lint format bench
 
@@ -17,16 +18,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[all]"
 	touch $(STAMP)
 
+# the web page is tested in real headless Chromium (Debian packages; the tests skip without them)
+$(BROWSER):
+	(command -v chromium && command -v chromedriver) >/dev/null 2>&1 \
+		|| (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) \
+		|| echo "note: could not install chromium (needs root): the web-page tests will skip"
+	touch $(BROWSER)
+
 setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/polymodal demo
 
-test: $(STAMP)
+test: $(STAMP) $(BROWSER)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(BROWSER)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 lint: $(STAMP)

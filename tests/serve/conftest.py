@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 import polymodal
@@ -24,6 +26,26 @@ def assistant():
 @pytest.fixture(scope="session")
 def models(clip, assistant):
     return {"tiny-clip": clip, "tiny-assistant": assistant}
+
+
+@pytest.fixture(scope="session")
+def asr():
+    """An untrained tiny speech recogniser (tiny-asr is not shipped; only the plumbing is under test)."""
+    from polymodal.data.tokenizer import TextTokenizer
+    from polymodal.data.worlds.spoken import VOCABULARY
+    from polymodal.pipelines import pipeline_for
+    from polymodal.registry import build_model, get_spec
+
+    tokenizer = TextTokenizer.train_bpe(list(VOCABULARY) * 3, vocab_size=96, context_length=12)
+    torch.manual_seed(0)
+    overrides = {
+        "audio": {"n_mels": 32, "max_positions": 200, "width": 32, "depth": 1, "heads": 2},
+        "decoder": {"width": 32, "depth": 1, "heads": 2, "vocab_size": tokenizer.vocab_size},
+    }
+    spec = replace(
+        get_spec("tiny-asr", **overrides), name="asr", audio_processor={"n_mels": 32, "max_seconds": 4}
+    )
+    return pipeline_for(spec, build_model(spec), None, tokenizer=tokenizer)
 
 
 @pytest.fixture(scope="session")

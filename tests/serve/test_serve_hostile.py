@@ -4,35 +4,13 @@ polymodal.serve.media), and the server keeps answering afterwards."""
 import io
 import struct
 import time
-import zlib
-from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from serve_helpers import data_uri, encode, error_of, picture, tone, wav_bytes
+from serve_helpers import corrupted, data_uri, encode, error_of, picture, png_claiming, tone, wav_bytes
 
 pytest.importorskip("soundfile")
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A valid PNG header for a huge greyscale image with a few compressed rows: a decompression bomb."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    rows = zlib.compress((b"\x00" + b"\x00" * width) * 4, 9)
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
-
-
-def corrupted(png: bytes) -> bytes:
-    """A PNG whose header is intact and whose compressed pixels are garbage."""
-    data = bytearray(png)
-    start = png.index(b"IDAT") + 8
-    data[start : start + 64] = bytes(range(64))
-    return bytes(data)
 
 
 def embed_image(client, data: bytes, mime: str = "image/png"):
@@ -99,26 +77,6 @@ def test_animated_gif_uses_its_first_frame(client, clip):
     assert time.perf_counter() - start < 2.0
     first = Image.open(io.BytesIO(gif)).convert("RGB")
     assert np.allclose(got, clip.embed_image([first])[0], atol=1e-5)
-
-
-@pytest.fixture(scope="module")
-def asr():
-    """An untrained tiny speech recogniser (only its plumbing matters here)."""
-    from polymodal.data.tokenizer import TextTokenizer
-    from polymodal.data.worlds.spoken import VOCABULARY
-    from polymodal.pipelines import pipeline_for
-    from polymodal.registry import build_model, get_spec
-
-    tokenizer = TextTokenizer.train_bpe(list(VOCABULARY) * 3, vocab_size=96, context_length=12)
-    torch.manual_seed(0)
-    overrides = {
-        "audio": {"n_mels": 32, "max_positions": 200, "width": 32, "depth": 1, "heads": 2},
-        "decoder": {"width": 32, "depth": 1, "heads": 2, "vocab_size": tokenizer.vocab_size},
-    }
-    spec = replace(
-        get_spec("tiny-asr", **overrides), name="asr", audio_processor={"n_mels": 32, "max_seconds": 4}
-    )
-    return pipeline_for(spec, build_model(spec), None, tokenizer=tokenizer)
 
 
 def upload(client, data: bytes, **form):

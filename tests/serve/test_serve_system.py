@@ -30,7 +30,9 @@ def test_health_ready_and_models(models):
         assert client.get("/v1/models/tiny-clip").json()["id"] == "tiny-clip"
         assert client.get("/v1/models/nope").status_code == 404
         page = client.get("/")
-        assert page.status_code == 404 and "/docs" in error_of(page)["message"]
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert '<script src="/static/app.js"' in page.text
+        assert client.get("/static/app.js").status_code == 200
         assert client.get("/docs").status_code == 200
         paths = client.get("/openapi.json").json()["paths"]
         assert {"/v1/embeddings", "/v1/chat/completions", "/v1/audio/transcriptions", "/v1/classify"} <= set(
@@ -123,6 +125,7 @@ def test_unexpected_errors_are_500_without_internals(models, caplog):
 def test_web_page_hook_serves_a_static_folder(tmp_path):
     from fastapi import FastAPI
 
+    from polymodal.serve.errors import install_error_handlers
     from polymodal.serve.routes_system import mount_web_page
 
     (tmp_path / "index.html").write_text("<h1>polymodal</h1>")
@@ -132,3 +135,8 @@ def test_web_page_hook_serves_a_static_folder(tmp_path):
     client = TestClient(app)
     assert client.get("/").text == "<h1>polymodal</h1>"
     assert client.get("/static/app.js").text == "console.log(1)"
+    bare = FastAPI()
+    install_error_handlers(bare)
+    mount_web_page(bare, tmp_path / "no-page-here")
+    page = TestClient(bare).get("/")
+    assert page.status_code == 404 and "/docs" in error_of(page)["message"]

@@ -1,39 +1,13 @@
 """A real uvicorn server on a free loopback port: streaming over HTTP, and overload that answers 429s
 (never 5xx, never a hang) while the server keeps serving."""
 
-import contextlib
 import json
-import socket
 import threading
 import time
 
 import httpx
 import pytest
-import uvicorn
-from serve_helpers import data_uri, encode, picture
-
-from polymodal.serve import ServeConfig, create_app
-
-
-@contextlib.contextmanager
-def running(models, **settings):
-    """Serve ``models`` with uvicorn in a thread; yields the base URL."""
-    app = create_app(ServeConfig(models=list(models), **settings), models)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", limit_concurrency=64))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
+from serve_helpers import data_uri, encode, picture, running
 
 
 @pytest.fixture(scope="module")

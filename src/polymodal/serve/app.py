@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 import polymodal
 from polymodal.pipelines.base import Pipeline
-from polymodal.serve import routes_native, routes_openai, routes_system
+from polymodal.serve import routes_native, routes_openai, routes_page, routes_system
 from polymodal.serve.auth import ApiKeyAuth
 from polymodal.serve.config import ServeConfig
 from polymodal.serve.errors import install_error_handlers
@@ -57,7 +57,7 @@ def create_app(config: ServeConfig | None = None, pipelines: dict[str, Pipeline]
     # with preloaded pipelines the state (and a bad index path's error) exists before startup
     app.state.serve = ServeState(config, pipelines, metrics) if pipelines is not None else None
     install_error_handlers(app)
-    for module in (routes_openai, routes_native, routes_system):
+    for module in (routes_openai, routes_native, routes_page, routes_system):
         app.include_router(module.router)
     routes_system.mount_web_page(app)
     # the last added middleware runs first: count everything, then check keys, then the body size

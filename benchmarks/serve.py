@@ -1,0 +1,335 @@
+"""Serving throughput: ``/v1/embeddings`` over HTTP vs the same model embedding the same inputs offline.
+
+Starts ``polymodal.serve.run`` in its own process (real uvicorn on a loopback port, result cache off so
+every input is computed), loads the same model here, and for texts and for images measures:
+
+- offline: ``pipeline.embed_text`` / ``embed_image`` over all inputs in batches of the server's
+  ``max_batch_size`` and of ``--offline-batch`` (images as PNG bytes, so decoding is timed on both sides);
+  ratios are to the faster of the two;
+- server: 1, 8 and 32 concurrent clients (asyncio + httpx) posting the same inputs, ``--per-request``
+  inputs per request, base64 encoding (what the ``openai`` client asks for).
+
+Settings are timed round-robin (one run of each per round, ``--rounds`` rounds, median items/s) so the
+drift of this shared machine hits all of them alike. It prints items/s, the ratio to offline, p50/p99
+request latency, the mean batch the server ran (from its ``/metrics``) and CPU milliseconds per item
+(server process plus client, and the client's part: the clients run on the same cores as the server,
+which the offline baseline does not pay for). CPU per item is steadier than items/s when other work
+shares the machine.
+
+``--width W`` serves a random dual encoder with tiny-clip's tokenizer and towers ``W`` wide instead (a
+model whose compute outweighs the HTTP work per request, as real models' does); ``--threads 1`` runs
+torch single-threaded on both sides (steadier when other processes oversubscribe the cores).
+
+Run: ``python benchmarks/serve.py [--rounds 3] [--inputs 256] [--per-request 8] [--width 512]``
+(a minute or two).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import io
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import torch
+
+import polymodal
+
+CONCURRENCY = (1, 8, 32)
+
+
+@dataclass
+class Workload:
+    """One modality's inputs: what the server is sent and what the offline pipeline embeds."""
+
+    modality: str  # text | image
+    requests: list[list[str]]  # request inputs (texts or data URIs), ``per_request`` each
+    offline_inputs: list  # the same inputs as the pipeline takes them (texts or PNG bytes)
+
+    @property
+    def count(self) -> int:
+        return len(self.offline_inputs)
+
+
+@dataclass
+class Samples:
+    """Measurements of one setting over all rounds."""
+
+    rates: list[float] = field(default_factory=list)  # items/s per round
+    latencies: list[float] = field(default_factory=list)  # seconds per request, all rounds
+    batches: list[tuple[float, float]] = field(default_factory=list)  # (inputs, model calls), /metrics
+    cpu: list[tuple[float, float]] = field(default_factory=list)  # CPU seconds (server or offline, client)
+
+
+def texts(n: int, seed: int = 0) -> list[str]:
+    """Distinct short captions in the shapes world's words."""
+    import random
+
+    rng = random.Random(seed)
+    colors = ["red", "green", "blue", "yellow", "purple", "orange", "cyan", "white"]
+    shapes = ["circle", "square", "triangle", "star", "cross", "diamond"]
+    places = ["left", "right", "top", "bottom", "centre"]
+    return [
+        f"a {rng.choice(['small', 'large'])} {rng.choice(colors)} {rng.choice(shapes)} at the "
+        f"{rng.choice(places)} next to a {rng.choice(colors)} {rng.choice(shapes)} ({i})"
+        for i in range(n)
+    ]
+
+
+def images(n: int, size: int) -> list[bytes]:
+    """PNG bytes of ``n`` shapes-world scenes."""
+    from polymodal.data.worlds.shapes import ShapesWorld
+
+    world = ShapesWorld(seed=11, split="test", image_size=size)
+    out = []
+    for i in range(n):
+        buffer = io.BytesIO()
+        world.sample(i).image.save(buffer, "PNG")
+        out.append(buffer.getvalue())
+    return out
+
+
+def split(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def workloads(n: int, per_request: int, image_size: int) -> list[Workload]:
+    caption = texts(n)
+    pngs = images(n, image_size)
+    uris = ["data:image/png;base64," + base64.b64encode(p).decode() for p in pngs]
+    return [
+        Workload("text", split(caption, per_request), caption),
+        Workload("image", split(uris, per_request), pngs),
+    ]
+
+
+def wider_model(folder: Path, width: int) -> str:
+    """A random tiny-clip with ``width``-wide towers (8 text layers), saved in ``folder``."""
+    from polymodal.pipelines import pipeline_for
+    from polymodal.registry import build_model, get_spec
+
+    torch.manual_seed(0)
+    text = {"width": width, "depth": 8, "heads": max(1, width // 64)}
+    spec = get_spec("tiny-clip", text=text, image={"base_channels": width // 8, "width": width})
+    pipeline = pipeline_for(spec, build_model(spec), None, tokenizer=polymodal.load("tiny-clip").tokenizer)
+    return str(pipeline.save(folder / f"clip-{width}"))
+
+
+# --- the server --------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    pid: int
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process, all its threads, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+@contextlib.contextmanager
+def server(model: str, settings: dict, threads: int | None = None):
+    """``polymodal.serve.run`` in a child process (``threads`` torch threads); yields a :class:`Server`."""
+    port = free_port()
+    config = {"models": [model], "port": port, "log_level": "warning", "cache_entries": 0, **settings}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "serve.json"
+        path.write_text(json.dumps(config))
+        code = "import sys; from polymodal.serve import ServeConfig, run; run(ServeConfig.from_json(sys.argv[1]))"
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
+        process = subprocess.Popen([sys.executable, "-c", code, str(path)], env=env)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(process, url)
+            yield Server(url, process.pid)
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+def wait_ready(process: subprocess.Popen, url: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("the server process exited")
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError("the server did not become ready")
+
+
+def batch_totals(url: str, op: str) -> tuple[float, float]:
+    """(inputs, model calls) the server has run for ``op`` so far, from its Prometheus histogram."""
+    totals = {}
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        for suffix in ("_sum", "_count"):
+            if line.startswith(f"polymodal_batch_size{suffix}{{") and f'op="{op}"' in line:
+                totals[suffix] = float(line.split()[-1])
+    return totals.get("_sum", 0.0), totals.get("_count", 0.0)
+
+
+# --- the runs ----------------------------------------------------------------------------------------
+
+
+async def post_all(url: str, work: Workload, clients: int) -> tuple[float, list[float]]:
+    """Send every request of ``work`` with ``clients`` concurrent clients; (seconds, request latencies)."""
+    pending = list(reversed(work.requests))
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def client(http: httpx.AsyncClient) -> None:
+        while pending:
+            inputs = pending.pop()
+            body = {"input": inputs, "modality": work.modality, "encoding_format": "base64"}
+            start = time.perf_counter()
+            response = await http.post("/v1/embeddings", json=body)
+            latencies.append(time.perf_counter() - start)
+            if response.status_code != 200:
+                raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+            assert len(response.json()["data"]) == len(inputs)
+
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as http:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+        return time.perf_counter() - start, latencies
+
+
+def run_offline(pipeline, work: Workload, batch: int) -> float:
+    """Seconds to embed every input of ``work`` offline."""
+    embed = pipeline.embed_text if work.modality == "text" else pipeline.embed_image
+    start = time.perf_counter()
+    embed(work.offline_inputs, batch_size=batch)
+    return time.perf_counter() - start
+
+
+def measure(srv: Server, pipeline, work: Workload, args) -> dict[str, Samples]:
+    """Every setting of one workload, round-robin over ``args.rounds`` rounds (after one warm-up each)."""
+    offline = [f"offline b={b}" for b in sorted({args.server_batch, args.offline_batch})]
+    settings = [*offline, *(f"server c={c}" for c in CONCURRENCY)]
+    samples = {name: Samples() for name in settings}
+    op = f"embed_{work.modality}"
+    for warm in (True, *([False] * args.rounds)):
+        for name in settings:
+            before = batch_totals(srv.url, op)
+            cpu_before = (cpu_seconds(srv.pid), time.process_time())
+            number = int(name.split("=")[1])
+            if name.startswith("offline"):
+                seconds, latencies = run_offline(pipeline, work, number), []
+            else:
+                seconds, latencies = asyncio.run(post_all(srv.url, work, number))
+            server_cpu, here_cpu = cpu_seconds(srv.pid) - cpu_before[0], time.process_time() - cpu_before[1]
+            if warm:
+                continue
+            after = batch_totals(srv.url, op)
+            samples[name].rates.append(work.count / seconds)
+            samples[name].latencies += latencies
+            samples[name].batches.append((after[0] - before[0], after[1] - before[1]))
+            # offline: the compute is here; server: here is the client
+            samples[name].cpu.append(
+                (here_cpu, 0.0) if name.startswith("offline") else (server_cpu, here_cpu)
+            )
+        if not warm:
+            print(f"  {work.modality}: round {len(samples[settings[0]].rates)} done", flush=True)
+    return samples
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def report(work: Workload, samples: dict[str, Samples], per_request: int) -> list[float]:
+    """Print one table; return the server/offline ratios."""
+    offline = max(statistics.median(s.rates) for name, s in samples.items() if name.startswith("offline"))
+    print(f"\n== {work.modality}: {work.count} inputs, {per_request} per request ==")
+    print(
+        f"{'setting':<14}{'items/s':>9}{'vs offline':>12}{'p50 ms':>9}{'p99 ms':>9}{'mean batch':>12}"
+        f"{'CPU ms/item':>13}{'client':>8}"
+    )
+    ratios = []
+    for name, s in samples.items():
+        rate = statistics.median(s.rates)
+        inputs, calls = (sum(b[0] for b in s.batches), sum(b[1] for b in s.batches))
+        batch = f"{inputs / calls:.1f}" if calls else "-"
+        p50, p99 = (1000 * percentile(s.latencies, q) for q in (0.5, 0.99))
+        latency = f"{p50:>9.1f}{p99:>9.1f}" if s.latencies else f"{'-':>9}{'-':>9}"
+        compute, client = (1000 * sum(c[i] for c in s.cpu) / (work.count * len(s.cpu)) for i in (0, 1))
+        cpu = f"{compute + client:>13.2f}{client:>8.2f}"
+        print(f"{name:<14}{rate:>9.1f}{rate / offline:>12.2f}{latency}{batch:>12}{cpu}")
+        if name.startswith("server"):
+            ratios.append(rate / offline)
+    return ratios
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="tiny-clip")
+    parser.add_argument("--width", type=int, help="serve a random tiny-clip this wide instead of --model")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per setting (median)")
+    parser.add_argument("--inputs", type=int, default=256, help="inputs per run and modality")
+    parser.add_argument("--per-request", type=int, default=8, help="inputs per request (images: at most 8)")
+    parser.add_argument(
+        "--offline-batch", type=int, default=64, help="second batch size of the offline baseline"
+    )
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument(
+        "--threads", type=int, help="torch threads, here and in the server (default: torch's)"
+    )
+    parser.add_argument("--max-batch-size", type=int, help="server setting (default: ServeConfig's)")
+    parser.add_argument("--max-wait-ms", type=float, help="server setting (default: ServeConfig's)")
+    args = parser.parse_args()
+    from polymodal.serve.config import ServeConfig
+
+    settings = {
+        k: v
+        for k, v in (("max_batch_size", args.max_batch_size), ("max_wait_ms", args.max_wait_ms))
+        if v is not None
+    }
+    defaults = ServeConfig()
+    shown = {"max_batch_size": defaults.max_batch_size, "max_wait_ms": defaults.max_wait_ms, **settings}
+    args.server_batch = shown["max_batch_size"]
+    print(f"{args.model}; server {shown}; {os.cpu_count()} CPUs; "
+          f"load average {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch threads {torch.get_num_threads()} (server: the same)", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = wider_model(Path(tmp), args.width) if args.width else args.model
+        pipeline = polymodal.load(model)
+        params = sum(p.numel() for p in pipeline.model.parameters())
+        print(f"model {model}: {params / 1e6:.1f} M parameters", flush=True)
+        work = workloads(args.inputs, args.per_request, args.image_size)
+        ratios = []
+        with server(model, settings, args.threads) as srv:
+            for w in work:
+                ratios += report(w, measure(srv, pipeline, w, args), args.per_request)
+    print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
+    print(f"worst server/offline ratio {min(ratios):.2f} (target >= 0.85)")
+
+
+if __name__ == "__main__":
+    main()
