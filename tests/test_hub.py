@@ -34,9 +34,12 @@ def test_missing_model_lists_bundled_and_explains_hub_ids(tmp_path, monkeypatch)
     monkeypatch.setattr(
         huggingface_hub.constants, "HF_HUB_OFFLINE", True
     )  # offline even where the hub is reachable
+    from polymodal.hub import PRETRAINED_DIR
+
+    bundled = ", ".join(sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "config.json").is_file()))
+    assert {"tiny-assistant", "tiny-clip"} <= set(bundled.split(", "))
     with pytest.raises(
-        ModelNotFoundError,
-        match=r"not a local folder, a bundled model \(bundled: tiny-assistant, tiny-clip\)",
+        ModelNotFoundError, match=rf"not a local folder, a bundled model \(bundled: {bundled}\)"
     ):
         polymodal.load("no-such-model")
     with pytest.raises(

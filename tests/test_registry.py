@@ -30,7 +30,7 @@ DUAL_ENCODERS = [n for n in polymodal.list_models() if get_spec(n).architecture 
 
 def test_every_named_config_is_covered_by_a_training_test():
     """Dual encoders, assistants and speech models train one step below (every adapter in test_assistant)."""
-    covered = {"dual_encoder", "assistant", "speech_to_text"}
+    covered = {"dual_encoder", "assistant", "speech_to_text", "fusion_encoder"}
     assert {get_spec(n).architecture for n in polymodal.list_models()} <= covered
 
 
@@ -79,6 +79,34 @@ def test_every_speech_model_trains_one_step(name):
     labels = torch.roll(ids, -1, dims=1)
     batch = {"mel": torch.randn(2, 16, 16), "input_ids": ids, "labels": labels}
     _backward_is_finite(model, speech_loss(model, batch))
+
+
+@pytest.mark.parametrize("name", _named("fusion_encoder"))
+def test_every_fusion_encoder_trains_one_step(name):
+    """Every head's loss at once (multitask_loss), with context dropout, on a shrunk fusion encoder."""
+    from polymodal.modules.fusion_losses import TASKS, multitask_loss
+
+    torch.manual_seed(0)
+    fusion = {"width": 32, "depth": 1, "heads": 2}
+    model = polymodal.create_model(name, **tiny_overrides(name), fusion=fusion).train()
+    ids = torch.randint(4, 40, (4, 7))
+    ids[:, 0], ids[:, -1] = 2, 3
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    batch = {
+        "images": torch.randn(4, 3, 16, 16),
+        "input_ids": ids,
+        "attention_mask": mask,
+        "question_ids": ids.flip(0),
+        "question_mask": mask,
+        "answer_ids": torch.tensor([0, 1, 2, 3]),
+    }
+    weights = {task: 1.0 for task in TASKS if task in model.heads}
+    loss, _ = multitask_loss(model, batch, weights, {"image": 0.5, "text": 0.5})
+    assert torch.isfinite(loss)
+    loss.backward()
+    # the fusion reads the image tower's tokens, so the tower's pooled-output norm is never used
+    grads = [p.grad for n, p in model.named_parameters() if not n.startswith("image_encoder.norm.")]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
 @pytest.mark.parametrize("name", DUAL_ENCODERS)

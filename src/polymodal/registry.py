@@ -41,6 +41,10 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
         "polymodal.modules.decoder:CausalLM",
     ),
     "speech_to_text": ("polymodal.models.speech:SpeechToTextConfig", "polymodal.models.speech:SpeechToText"),
+    "fusion_encoder": (
+        "polymodal.models.fusion_encoder:FusionEncoderConfig",
+        "polymodal.models.fusion_encoder:FusionEncoder",
+    ),
 }
 
 

@@ -218,6 +218,8 @@ def test_missing_batch_keys_and_disabled_heads_raise():
         ({"mlm_probability": 0.0}, "mlm_probability"),
         ({"fusion": {"widht": 16}}, "unknown key 'widht'"),
         ({"heads": ["mlm"], "vocab_size": 99}, "tie_mlm_head"),
+        ({"itm_mining_temperature": 0.0}, "itm_mining_temperature"),
+        ({"answers": ["yes", "no"]}, "answers must be 5 distinct"),
     ],
 )
 def test_bad_configs_raise(overrides, message):
@@ -287,20 +289,20 @@ def one_thread():
 
 
 def test_itm_loss_falls_on_a_fixed_batch(one_thread):
-    """The loss must end well below 0.636, what a constant logit reaches on the 1:2 label prior, and the
-    matched pairs must outscore the mismatched ones: the fused output depends on the pairing itself."""
+    """The balanced loss must end well below ln 2 = 0.693, what a constant logit reaches, and the matched
+    pairs must outscore the mismatched ones: the fused output depends on the pairing itself."""
     model = tiny(fusion={"type": "transformer", "width": 32, "depth": 1, "heads": 2}, heads=["itc", "itm"])
     b, g = batch(), torch.Generator().manual_seed(0)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
-    for _ in range(80):
-        loss, _ = itm_loss(model, b, generator=g)
+    for _ in range(100):
+        loss, _ = itm_loss(model, b, generator=g, negatives="easy")
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
     start, end = sum(losses[:5]) / 5, sum(losses[-10:]) / 10
-    assert end < 0.56 and start > 0.62
+    assert end < 0.55 and start > 0.65
     with torch.no_grad():
         image, text = torch.meshgrid(torch.arange(4), torch.arange(4), indexing="ij")  # every pairing
         pairs = (
@@ -327,3 +329,84 @@ def test_proposed_named_config_loads_tiny_clip_towers():
     assert model.image_positions.shape == (1, 64, 128)
     model.image_encoder.load_state_dict(build_encoder(clip["image"]).state_dict())  # strict
     model.text_encoder.load_state_dict(build_encoder(clip["text"]).state_dict())
+
+
+def test_contradicting_captions_are_extra_itm_negatives():
+    model, b = tiny(heads=["itc", "itm"]), batch()
+    b["neg_input_ids"] = b["input_ids"].flip(1)[:, :7]  # another length: padded inside the loss
+    b["neg_attention_mask"] = b["attention_mask"].flip(1)[:, :7]
+    b["neg_valid"] = torch.tensor([True, False, True, True])
+    loss, metrics = itm_loss(model, b, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and 0.0 <= metrics["contradiction_acc"] <= 1.0
+    with torch.no_grad():  # the three valid contradictions are scored as pairs with their own image
+        rows = torch.tensor([0, 2, 3])
+        logits = model.match_logits(
+            b["images"][rows], b["neg_input_ids"][rows], b["neg_attention_mask"][rows]
+        )
+    assert metrics["contradiction_acc"] == pytest.approx((logits < 0).float().mean().item())
+    del b["neg_valid"]
+    with pytest.raises(ValueError, match="neg_valid"):
+        itm_loss(model, b)
+
+
+def test_vqa_reads_several_questions_per_image_and_can_hide_the_image():
+    model, b = tiny(heads=["vqa"]), batch()
+    model.eval()
+    b["question_image"] = torch.tensor([0, 0, 1, 3])
+    _, metrics = vqa_loss(model, b)
+    with torch.no_grad():
+        logits = model.answer_logits(b["images"][b["question_image"]], b["question_ids"], b["question_mask"])
+    assert metrics["acc"] == pytest.approx((logits.argmax(-1) == b["answer_ids"]).float().mean().item())
+    model.train()  # context dropout applies in training only
+    hidden, _ = vqa_loss(model, b, modality_dropout={"image": 1.0})
+    with torch.no_grad():
+        text = model.text_tokens(b["question_ids"], b["question_mask"])
+        blind = model.answer_head(model.fuse(None, text, b["question_mask"]).pooled)
+    expected = torch.nn.functional.cross_entropy(blind, b["answer_ids"])
+    assert hidden.item() == pytest.approx(expected.item(), rel=1e-5)
+    b["question_image"] = torch.tensor([0, 0, 1, 9])
+    with pytest.raises(ValueError, match="question_image"):
+        vqa_loss(model, b)
+
+
+def test_positives_matrix_replaces_groups_in_itc_and_itm():
+    from polymodal.modules.fusion_losses import pair_positives
+
+    model, b = tiny(heads=["itc", "itm"]), batch()
+    b["positives"] = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=torch.bool)
+    b["groups"] = torch.tensor([0, 1, 2, 3])  # ignored when positives are given
+    torch.testing.assert_close(pair_positives(b, 4, torch.device("cpu")), b["positives"])
+    loss, _ = itc_loss(model, b)
+    grouped = dict(b, groups=torch.tensor([0, 0, 2, 3]))
+    del grouped["positives"]
+    torch.testing.assert_close(loss, itc_loss(model, grouped)[0])  # the same relation, given as groups
+    for _ in range(20):  # a caption true of another image is never mined as its negative
+        similarity = torch.zeros(4, 4)
+        similarity[0, 1] = 50.0
+        neg_text, *_ = mine_hard_negatives(similarity, pair_positives(b, 4, torch.device("cpu")))
+        assert neg_text[0] in (2, 3)
+    with pytest.raises(ValueError, match="positives must be a"):
+        itc_loss(model, dict(b, positives=torch.ones(3, 3, dtype=torch.bool)))
+
+
+def test_image_positions_start_as_a_2d_grid_code():
+    from polymodal.models.fusion_encoder import grid_positions
+
+    code = grid_positions(16, 8)[0]  # a 4 x 4 grid
+    assert code.shape == (16, 8) and code.abs().max() <= 0.2 + 1e-6
+    assert torch.cdist(code, code).fill_diagonal_(1.0).min() > 0  # every cell is told apart
+    torch.testing.assert_close(code[1, :4], code[0, :4])  # same row: the row half agrees
+    assert grid_positions(10, 8).abs().max() < 0.1  # not a square grid: small random init
+
+
+def test_easy_itm_negatives_skip_mining_and_contradictions():
+    model, b = tiny(heads=["itc", "itm"]), batch()
+    b["neg_input_ids"], b["neg_attention_mask"] = b["input_ids"].flip(1), b["attention_mask"].flip(1)
+    b["neg_valid"] = torch.ones(4, dtype=torch.bool)
+    _, hard = itm_loss(model, b, generator=torch.Generator().manual_seed(0))
+    _, easy = itm_loss(model, b, generator=torch.Generator().manual_seed(0), negatives="easy")
+    assert "contradiction_acc" in hard and "contradiction_acc" not in easy
+    with pytest.raises(ValueError, match="itm negatives must be one of"):
+        itm_loss(model, b, negatives="medium")
+    with pytest.raises(ConfigError, match="itm_negatives"):
+        CurriculumPhase(tasks={"itm": 1.0}, itm_negatives="medium").validate()

@@ -27,7 +27,13 @@ def listener():
     overrides = {
         "vision": {"n_mels": 32, "max_positions": 100, "width": 32, "depth": 1, "heads": 2},
         "adapter": {"type": "mlp"},
-        "lm": {"vocab_size": tokenizer.vocab_size, "context_length": 192, "width": 32, "depth": 1, "heads": 2},
+        "lm": {
+            "vocab_size": tokenizer.vocab_size,
+            "context_length": 192,
+            "width": 32,
+            "depth": 1,
+            "heads": 2,
+        },
         "image_token_id": tokenizer.tokenizer.token_to_id(AUDIO_TOKEN),
     }
     spec = get_spec("tiny-audio-assistant", **overrides)
@@ -54,7 +60,10 @@ def test_audio_inputs_agree_across_forms(listener, tmp_path):
     sf.write(path, wave, 16000, subtype="FLOAT")
     from_array = listener.ask(wave, "is it loud or quiet?", max_tokens=5)
     assert listener.ask(str(path), "is it loud or quiet?", max_tokens=5) == from_array
-    part = {"type": "input_audio", "input_audio": {"data": base64.b64encode(wav_bytes(wave)).decode(), "format": "wav"}}
+    part = {
+        "type": "input_audio",
+        "input_audio": {"data": base64.b64encode(wav_bytes(wave)).decode(), "format": "wav"},
+    }
     messages = [{"role": "user", "content": [part, {"type": "text", "text": "is it loud or quiet?"}]}]
     assert listener.chat(messages, max_tokens=5) == from_array
     assert isinstance(listener.caption(wave, style="detailed", max_tokens=5), str)

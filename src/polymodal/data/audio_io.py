@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.signal import resample_poly
 
 __all__ = [
     "AudioError", "AudioInfo", "AudioLimits", "audio_info", "load_waveform", "read_audio", "resample",
@@ -206,6 +205,8 @@ def resample(wave: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
 
     Returns float32; the same array (as float32) when the rates are equal.
     """
+    from scipy.signal import resample_poly  # imported here: scipy is slow to import and rarely needed
+
     for name, rate in (("orig_sr", orig_sr), ("target_sr", target_sr)):
         if not isinstance(rate, int | np.integer) or isinstance(rate, bool) or rate <= 0:
             raise AudioError(f"{name} must be a positive integer number of Hz, got {rate!r}")

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from polymodal.eval import assistant_tasks, audio_assistant_tasks, audio_tasks, speech_tasks
+from polymodal.eval import assistant_tasks, audio_assistant_tasks, audio_tasks, fusion_tasks, speech_tasks
 from polymodal.eval.retrieval import retrieval_metrics
 from polymodal.eval.zeroshot import classifier_from_prompts, zeroshot_metrics, zeroshot_predict
 
@@ -79,19 +79,29 @@ def shapes_zeroshot(pipeline, n: int | None = None, seed: int = 0) -> tuple[int,
     return count, metrics
 
 
-def shapes_retrieval(pipeline, n: int | None = None, seed: int = 0) -> tuple[int, dict[str, Any]]:
+def shapes_retrieval(
+    pipeline, n: int | None = None, seed: int = 0, rerank: int = 0
+) -> tuple[int, dict[str, Any]]:
     """Text<->image Recall@K over test scenes of 1-4 objects, one caption per scene.
 
     Captions with the training phrasings give the main numbers; ``*_unseen`` use phrasings never trained on.
+    ``rerank`` > 0 (a fusion encoder) also re-scores each query's ITC top-``rerank`` with ITM and adds
+    ``*_rerank`` recalls and the Recall@1 lift (:func:`polymodal.eval.fusion_tasks.rerank_metrics`).
     """
     from polymodal.data.worlds.shapes import EVAL_TEMPLATES, ShapesWorld
 
     count = n or 1000
     world = ShapesWorld(seed=seed, split="test", image_size=pipeline.image_processor.config.image_size)
     samples = [world.sample(i) for i in range(count)]
-    image_emb = pipeline.embed_image([s.image for s in samples])
+    images, texts = [s.image for s in samples], [s.caption for s in samples]
+    image_emb, text_emb = pipeline.embed_image(images), pipeline.embed_text(texts)
     identity = np.arange(count)
-    metrics = retrieval_metrics(image_emb, pipeline.embed_text([s.caption for s in samples]), identity)
+    metrics = retrieval_metrics(image_emb, text_emb, identity)
+    if rerank:
+        from polymodal.data.fusion_batches import caption_truth
+
+        truth = caption_truth([s.scene for s in samples], texts).numpy().T  # (texts, images)
+        metrics |= fusion_tasks.rerank_metrics(pipeline, images, texts, image_emb, text_emb, rerank, truth)
     unseen = [world.sample(i, templates=EVAL_TEMPLATES).caption for i in range(count)]
     unseen_metrics = retrieval_metrics(image_emb, pipeline.embed_text(unseen), identity)
     metrics |= {f"{k}_unseen": v for k, v in unseen_metrics.items()}
@@ -117,12 +127,27 @@ ASSISTANT_TASKS: dict[str, TaskFn] = {
     "tones-caption": audio_assistant_tasks.tones_caption,
     "tones-qa": audio_assistant_tasks.tones_qa,
 }
-TASKS: dict[str, TaskFn] = DUAL_ENCODER_TASKS | AUDIO_TASKS | ASSISTANT_TASKS
+FUSION_TASKS: dict[str, TaskFn] = {
+    "shapes-mismatch": fusion_tasks.shapes_mismatch,
+    "shapes-rerank": fusion_tasks.shapes_rerank,
+    "shapes-vqa-blind": fusion_tasks.shapes_vqa_blind,
+}
+TASKS: dict[str, TaskFn] = DUAL_ENCODER_TASKS | AUDIO_TASKS | ASSISTANT_TASKS | FUSION_TASKS
+RERANK_TASKS = ("shapes-retrieval",)  # tasks that take ``rerank``
 
 
-def run_task(pipeline, task: str, n: int | None = None, seed: int = 0) -> dict[str, Any]:
-    """Run a named task and return ``{"model", "task", "n", "metrics"}``."""
+def run_task(pipeline, task: str, n: int | None = None, seed: int = 0, rerank: int = 0) -> dict[str, Any]:
+    """Run a named task and return ``{"model", "task", "n", "metrics"}``.
+
+    ``rerank`` > 0 re-scores retrieval's ITC top-``rerank`` with a fusion encoder's ITM (``shapes-retrieval``
+    only).
+    """
     if task not in TASKS:
         raise KeyError(f"unknown eval task {task!r}; tasks: {', '.join(TASKS)}")
-    count, metrics = TASKS[task](pipeline, n=n, seed=seed)
+    if rerank < 0:
+        raise ValueError(f"rerank must be >= 0 (0 = none), got {rerank}")
+    options = {"rerank": rerank} if rerank else {}
+    if options and task not in RERANK_TASKS:
+        raise ValueError(f"rerank applies to {', '.join(RERANK_TASKS)} only, not {task!r}")
+    count, metrics = TASKS[task](pipeline, n=n, seed=seed, **options)
     return {"model": pipeline.name, "task": task, "n": count, "metrics": metrics}

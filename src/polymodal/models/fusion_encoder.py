@@ -40,6 +40,7 @@ class FusionEncoderConfig:
     embed_dim: int = 128  # size of the contrastive (itc) space
     vocab_size: int | None = None  # MLM output classes; None = the text tower's embedding rows
     num_answers: int = 23  # answer classes (len(shapes_qa.ANSWER_VOCAB) = 23 for the shapes world)
+    answers: list[str] = field(default_factory=list)  # the vqa head's answer per class id; [] = unnamed
     heads: list[str] = field(default_factory=lambda: list(HEADS))  # enabled heads, a subset of HEADS
     tie_mlm_head: bool = True  # the MLM decoder shares the text tower's token embedding matrix
     mask_token_id: int = 1  # id written over masked text ([UNK] of the world BPE, which never emits it)
@@ -47,6 +48,7 @@ class FusionEncoderConfig:
     mlm_probability: float = 0.15  # fraction of real, non-special text tokens that MLM masks
     mim_ratio: float = 0.3  # fraction of image tokens that MIM replaces with the learned mask token
     mim_norm_target: bool = True  # regress per-token layer-normalised targets (MAE's normalised pixels)
+    itm_mining_temperature: float = 1.0  # divides the itc logits that mine ITM negatives (> 1: easier)
     init_logit_scale: float = math.log(1 / 0.07)  # log of the initial itc temperature multiplier
     max_logit_scale: float = 100.0  # clamp on exp(logit_scale)
 
@@ -73,8 +75,19 @@ class FusionEncoderConfig:
         for name in ("embed_dim", "num_answers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"FusionEncoderConfig: {name} must be >= 1, got {getattr(self, name)}")
+        if self.answers and (
+            len(self.answers) != self.num_answers or len(set(self.answers)) != len(self.answers)
+        ):
+            raise ConfigError(
+                f"FusionEncoderConfig: answers must be {self.num_answers} distinct strings (num_answers), "
+                f"got {len(self.answers)} ({len(set(self.answers))} distinct)"
+            )
         if self.vocab_size is not None and self.vocab_size < 1:
             raise ConfigError(f"FusionEncoderConfig: vocab_size must be >= 1 or None, got {self.vocab_size}")
+        if not self.itm_mining_temperature > 0:
+            raise ConfigError(
+                f"FusionEncoderConfig: itm_mining_temperature must be > 0, got {self.itm_mining_temperature}"
+            )
         for name in ("mlm_probability", "mim_ratio"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ConfigError(
@@ -93,6 +106,24 @@ def _token_embedding(text_encoder: nn.Module) -> nn.Embedding:
     if model is not None and hasattr(model, "get_input_embeddings"):
         return model.get_input_embeddings()
     raise ConfigError(f"cannot find the token embedding of {type(text_encoder).__name__}; set vocab_size")
+
+
+def grid_positions(tokens: int, width: int, scale: float = 0.2) -> Tensor:
+    """Initial image positions (1, tokens, width): MAE's fixed 2-D sin-cos code times ``scale`` (about the
+    spread of CNN tokens) when ``tokens`` is a square grid and ``width`` a multiple of 4, else N(0, 0.02).
+
+    Learned positions that start near zero leave "where" out of the fused tokens for hundreds of steps,
+    and spatial questions and relation captions need it from the start.
+    """
+    side = math.isqrt(tokens)
+    if side * side != tokens or width % 4:
+        return nn.init.trunc_normal_(torch.empty(1, tokens, width), std=0.02)
+    frequencies = 1.0 / 10000 ** (torch.arange(width // 4) / (width // 4))  # (W/4,)
+    coords = torch.arange(side, dtype=torch.float32)
+    rows, cols = torch.meshgrid(coords, coords, indexing="ij")  # (side, side) each
+    angles = [axis.reshape(-1, 1) * frequencies for axis in (rows, cols)]  # (N, W/4) each
+    code = torch.cat([f(a) for a in angles for f in (torch.sin, torch.cos)], dim=1)  # (N, W)
+    return scale * code[None]
 
 
 def _image_token_count(image_encoder: nn.Module) -> int:
@@ -153,7 +184,8 @@ class FusionEncoder(nn.Module):
         ):
             if hasattr(self, name):
                 init_weights(getattr(self, name))
-        nn.init.trunc_normal_(self.image_positions, std=0.02)
+        with torch.no_grad():
+            self.image_positions.copy_(grid_positions(*self.image_positions.shape[1:]))
         if "mim" in self.heads:
             nn.init.trunc_normal_(self.mim_token, std=0.02)
         if "mlm" in self.heads and self.config.tie_mlm_head:

@@ -4,7 +4,12 @@ Each ``<task>_loss(model, batch, ...)`` returns ``(loss, metrics)``. Batch keys:
 
 - ``images`` (B, 3, H, W), ``input_ids`` / ``attention_mask`` (B, T): matched captions (itc, itm, mlm, mim);
 - ``groups`` (B,) optional: equal ids are positives of each other (never mined as ITM negatives);
-- ``question_ids`` / ``question_mask`` (B, Tq) and ``answer_ids`` (B,): questions about ``images`` (vqa).
+- ``positives`` (B, B) bool optional, instead of groups: True where text j describes image i (row =
+  image), for data whose captions can be true of several images ("two shapes");
+- ``neg_input_ids`` / ``neg_attention_mask`` (B, T') and ``neg_valid`` (B,) optional: a caption that
+  contradicts each image (a swapped colour, a flipped relation...), an extra ITM negative where valid;
+- ``question_ids`` / ``question_mask`` (Q, Tq) and ``answer_ids`` (Q,): questions about ``images`` (vqa),
+  one per image (Q = B) unless ``question_image`` (Q,) gives the image row each question is about.
 
 :func:`multitask_loss` shares one pass of the towers between the tasks; :class:`Curriculum` gives the task
 weights (and context dropout) of a training step.
@@ -22,9 +27,10 @@ from torch import Tensor, nn
 from polymodal.config import ConfigError
 from polymodal.modules.fusion import modality_dropout as drop_modalities
 from polymodal.modules.fusion_masking import IGNORE_INDEX, mim_mask, mine_hard_negatives, mlm_mask
-from polymodal.modules.losses import infonce_loss, positive_mask
+from polymodal.modules.losses import _soft_cross_entropy, positive_mask
 
 TASKS = ("itc", "itm", "mlm", "mim", "vqa")
+ITM_NEGATIVES = ("hard", "easy")  # itc-mined + contradicting captions (ALBEF) | uniform in-batch (bootstrap)
 MODALITIES = ("image", "text")
 Metrics = dict[str, Tensor]
 
@@ -55,6 +61,42 @@ class EncodedBatch:
     def text_mask(self) -> Tensor:
         return self.batch["attention_mask"]
 
+    @cached_property
+    def negative_text_tokens(self) -> Tensor:
+        _need(self.batch, ("neg_input_ids", "neg_attention_mask", "neg_valid"), "contradicting caption")
+        return self.model.text_tokens(self.batch["neg_input_ids"], self.batch["neg_attention_mask"])
+
+
+def _pad_tokens(tokens: Tensor, mask: Tensor, length: int) -> tuple[Tensor, Tensor]:
+    """Right-pad (B, T, C) tokens with zeros and their (B, T) mask with False up to ``length``."""
+    extra = length - tokens.shape[1]
+    if extra <= 0:
+        return tokens, mask
+    return F.pad(tokens, (0, 0, 0, extra)), F.pad(mask, (0, extra), value=False)
+
+
+def _with_contradictions(
+    encoded: EncodedBatch, image_index: Tensor, text: Tensor, text_mask: Tensor
+) -> tuple[Tensor, Tensor, Tensor, int]:
+    """Append (image, contradicting caption) pairs where ``neg_valid``; returns the image indices, the
+    (padded) text tokens and mask, and how many pairs were appended."""
+    _need(encoded.batch, ("neg_input_ids", "neg_attention_mask", "neg_valid"), "contradicting caption")
+    valid = encoded.batch["neg_valid"].bool()
+    if valid.shape != (encoded.image_tokens.shape[0],):
+        raise ValueError(f"neg_valid must be ({encoded.image_tokens.shape[0]},), got {tuple(valid.shape)}")
+    negatives = encoded.negative_text_tokens[valid]
+    negative_mask = encoded.batch["neg_attention_mask"][valid].bool()
+    length = max(text.shape[1], negatives.shape[1])
+    text, text_mask = _pad_tokens(text, text_mask.bool(), length)
+    negatives, negative_mask = _pad_tokens(negatives, negative_mask, length)
+    rows = torch.arange(len(valid), device=valid.device)[valid]
+    return (
+        torch.cat([image_index, rows]),
+        torch.cat([text, negatives]),
+        torch.cat([text_mask, negative_mask]),
+        int(valid.sum()),
+    )
+
 
 def _context_masks(
     model: nn.Module,
@@ -73,6 +115,19 @@ def _context_masks(
     )
 
 
+def pair_positives(batch: dict[str, Tensor], n: int, device: torch.device) -> Tensor:
+    """(B, B) bool, True where text j describes image i: ``batch["positives"]`` if given (the diagonal is
+    always True), else equal ``groups`` (or the diagonal alone)."""
+    if "positives" not in batch:
+        return positive_mask(n, batch.get("groups"), device)
+    positives = batch["positives"].to(device=device, dtype=torch.bool)
+    if positives.shape != (n, n):
+        raise ValueError(
+            f"positives must be a ({n}, {n}) bool matrix (row = image), got {tuple(positives.shape)}"
+        )
+    return positives | torch.eye(n, dtype=torch.bool, device=device)
+
+
 def itc_loss(
     model: nn.Module, batch: dict[str, Tensor], encoded: EncodedBatch | None = None
 ) -> tuple[Tensor, Metrics]:
@@ -80,11 +135,11 @@ def itc_loss(
     encoded = encoded or EncodedBatch(model, batch)
     image = model.image_embedding(encoded.image_tokens)
     text = model.text_embedding(encoded.text_tokens, encoded.text_mask)
-    groups = batch.get("groups")
-    loss = infonce_loss(image, text, model.scale(), groups)
+    positives = pair_positives(batch, image.shape[0], image.device)
+    logits = model.scale() * image @ text.t()  # (B images, B texts)
+    loss = (_soft_cross_entropy(logits, positives) + _soft_cross_entropy(logits.t(), positives.t())) / 2
     with torch.no_grad():
-        hits = (image @ text.t()).argmax(dim=1)
-        correct = positive_mask(len(hits), groups, hits.device)[torch.arange(len(hits)), hits]
+        correct = positives[torch.arange(len(logits)), logits.argmax(dim=1)]
     return loss, {"acc": correct.float().mean()}
 
 
@@ -93,30 +148,48 @@ def itm_loss(
     batch: dict[str, Tensor],
     encoded: EncodedBatch | None = None,
     generator: torch.Generator | None = None,
+    negatives: str = "hard",
 ) -> tuple[Tensor, Metrics]:
-    """Image-text matching on the B positives and up to 2B hard negatives mined from itc similarity
-    (one text per image, one image per text); binary cross-entropy; metric: pair accuracy."""
+    """Image-text matching on the B positives and up to 2B in-batch negatives (one text per image, one
+    image per text); ``negatives="hard"`` mines them from itc similarity and adds the batch's contradicting
+    captions (``neg_input_ids``) when it has them, ``"easy"`` draws them uniformly (a fusion that has not
+    learnt to align yet gets a signal it can follow). Binary cross-entropy with positives and negatives
+    weighing the same; metrics: pair accuracy, and accuracy on the contradictions."""
     model.require("itm")
+    if negatives not in ITM_NEGATIVES:
+        raise ValueError(f"itm negatives must be one of {ITM_NEGATIVES}, got {negatives!r}")
     encoded = encoded or EncodedBatch(model, batch)
     image_tokens, text_tokens, text_mask = encoded.image_tokens, encoded.text_tokens, encoded.text_mask
     n = image_tokens.shape[0]
-    with torch.no_grad():
-        similarity = (
-            model.scale()
-            * model.image_embedding(image_tokens)
-            @ model.text_embedding(text_tokens, text_mask).t()
-        )
-    positives = positive_mask(n, batch.get("groups"), image_tokens.device)
+    similarity = torch.zeros(n, n, device=image_tokens.device)  # easy: uniform over the non-positives
+    if negatives == "hard":
+        with torch.no_grad():
+            similarity = (
+                model.scale()
+                / model.config.itm_mining_temperature
+                * model.image_embedding(image_tokens)
+                @ model.text_embedding(text_tokens, text_mask).t()
+            )
+    positives = pair_positives(batch, n, image_tokens.device)
     neg_text, neg_image, text_ok, image_ok = mine_hard_negatives(similarity, positives, generator)
     rows = torch.arange(n, device=image_tokens.device)
     image_index = torch.cat([rows, rows[text_ok], neg_image[image_ok]])
     text_index = torch.cat([rows, neg_text[text_ok], rows[image_ok]])
-    fused = model.fuse(image_tokens[image_index], text_tokens[text_index], text_mask[text_index])
+    texts, masks, contradictions = text_tokens[text_index], text_mask[text_index], 0
+    if negatives == "hard" and "neg_input_ids" in batch:
+        image_index, texts, masks, contradictions = _with_contradictions(encoded, image_index, texts, masks)
+    fused = model.fuse(image_tokens[image_index], texts, masks)
     logits = model.itm_head(fused.pooled).squeeze(-1)
     labels = torch.zeros_like(logits)
     labels[:n] = 1.0
-    loss = F.binary_cross_entropy_with_logits(logits, labels)
-    return loss, {"acc": ((logits > 0).float() == labels).float().mean()}
+    # positives and negatives weigh the same: with up to 3 negatives per positive, "never a match" would
+    # otherwise be a comfortable optimum that a fusion still learning to align does not leave
+    per_pair = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    loss = (per_pair[:n].mean() + per_pair[n:].mean()) / 2 if len(logits) > n else per_pair.mean()
+    metrics = {"acc": ((logits > 0).float() == labels).float().mean()}
+    if contradictions:
+        metrics["contradiction_acc"] = (logits[len(logits) - contradictions :] < 0).float().mean()
+    return loss, metrics
 
 
 def mlm_loss(
@@ -171,18 +244,33 @@ def mim_loss(
 
 
 def vqa_loss(
-    model: nn.Module, batch: dict[str, Tensor], encoded: EncodedBatch | None = None
+    model: nn.Module,
+    batch: dict[str, Tensor],
+    encoded: EncodedBatch | None = None,
+    modality_dropout: dict[str, float] | None = None,
+    generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Metrics]:
     """Answer classification: cross-entropy over the answer vocabulary (``answer_ids`` of -100 are skipped);
-    metric: exact-answer accuracy."""
+    ``modality_dropout["image"]`` hides the image per sample (the answer must then come from the question
+    alone: the prior). Metric: exact-answer accuracy."""
     model.require("vqa")
     _need(batch, ("images", "question_ids", "question_mask", "answer_ids"), "vqa")
     encoded = encoded or EncodedBatch(model, batch)
     answers, image = batch["answer_ids"], encoded.image_tokens
-    if answers.shape != (image.shape[0],):
-        raise ValueError(f"answer_ids must be ({image.shape[0]},), got {tuple(answers.shape)}")
-    questions = model.text_tokens(batch["question_ids"], batch["question_mask"])
-    logits = model.answer_head(model.fuse(image, questions, batch["question_mask"]).pooled)
+    if "question_image" in batch:  # several questions per image: each names its image row
+        rows = batch["question_image"]
+        if rows.dim() != 1 or bool((rows < 0).any() or (rows >= image.shape[0]).any()):
+            raise ValueError(f"question_image must be (Q,) image rows in [0, {image.shape[0]})")
+        image = image[rows]
+    if answers.shape != (image.shape[0],) or batch["question_ids"].shape[0] != image.shape[0]:
+        raise ValueError(
+            f"answer_ids and question_ids need one row per question ({image.shape[0]}), got "
+            f"{tuple(answers.shape)} and {tuple(batch['question_ids'].shape)}"
+        )
+    question_mask = batch["question_mask"]
+    questions = model.text_tokens(batch["question_ids"], question_mask)
+    masks = _context_masks(model, image, questions, question_mask, modality_dropout, "image", generator)
+    logits = model.answer_head(model.fuse(image, questions, masks["text"], masks["image"]).pooled)
     labelled = answers != IGNORE_INDEX
     if bool((answers[labelled] >= logits.shape[1]).any() or (answers[labelled] < 0).any()):
         raise ValueError(f"answer_ids must lie in [0, {logits.shape[1]}) or be {IGNORE_INDEX}")
@@ -207,10 +295,11 @@ def multitask_loss(
     weights: dict[str, float],
     modality_dropout: dict[str, float] | None = None,
     generator: torch.Generator | None = None,
+    itm_negatives: str = "hard",
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Weighted sum of the tasks with weight > 0, sharing one pass of the towers.
 
-    ``modality_dropout`` drops the *context* modality per sample in mlm (image) and mim (text).
+    ``modality_dropout`` drops the *context* modality per sample in mlm and vqa (image) and mim (text).
     Returns:
         the total loss and detached parts: each task's loss, and its metrics as ``<task>_<metric>``
         (a Trainer loss_fn returns ``{"loss": total, **parts}``).
@@ -227,10 +316,10 @@ def multitask_loss(
     encoded = EncodedBatch(model, batch)
     runs = {
         "itc": lambda: itc_loss(model, batch, encoded),
-        "itm": lambda: itm_loss(model, batch, encoded, generator),
+        "itm": lambda: itm_loss(model, batch, encoded, generator, itm_negatives),
         "mlm": lambda: mlm_loss(model, batch, encoded, p, generator),
         "mim": lambda: mim_loss(model, batch, encoded, p, generator),
-        "vqa": lambda: vqa_loss(model, batch, encoded),
+        "vqa": lambda: vqa_loss(model, batch, encoded, p, generator),
     }
     total, parts = None, {}
     for task in active:
@@ -246,6 +335,7 @@ class CurriculumPhase:
     until_step: int | None = None  # the phase covers steps below this one; None = to the end (last phase)
     tasks: dict[str, float] = field(default_factory=dict)  # task (one of TASKS) -> loss weight
     modality_dropout: dict[str, float] = field(default_factory=dict)  # context modality -> drop probability
+    itm_negatives: str = "hard"  # hard: itc-mined + contradicting captions (ALBEF) | easy: uniform in-batch
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for unknown tasks or modalities, or out-of-range numbers."""
@@ -256,6 +346,10 @@ class CurriculumPhase:
             raise ConfigError(f"CurriculumPhase: tasks need weights >= 0, at least one > 0; got {self.tasks}")
         if self.until_step is not None and self.until_step < 1:
             raise ConfigError(f"CurriculumPhase: until_step must be >= 1 or None, got {self.until_step}")
+        if self.itm_negatives not in ITM_NEGATIVES:
+            raise ConfigError(
+                f"CurriculumPhase: itm_negatives must be one of {ITM_NEGATIVES}, got {self.itm_negatives!r}"
+            )
         try:
             check_modality_dropout(self.modality_dropout)
         except ValueError as e:

@@ -12,6 +12,7 @@ PIPELINES = {
     "assistant": "polymodal.pipelines.assistant:AssistantPipeline",
     "causal_lm": "polymodal.pipelines.language_model:LanguageModelPipeline",
     "speech_to_text": "polymodal.pipelines.speech:SpeechPipeline",
+    "fusion_encoder": "polymodal.pipelines.fusion:FusionPipeline",
 }
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+SILENCE_PEAK = 1e-3  # a clip whose loudest sample is below this (-60 dBFS) holds no speech
+
 
 @dataclass
 class VoiceReply:
@@ -35,9 +37,12 @@ def voice_reply(
 ) -> VoiceReply:
     """Transcribe ``audio`` (a path, bytes or array at ``sample_rate``), ask ``assistant`` about ``image``
     and speak its answer. An empty transcript is an error (the assistant would answer nothing)."""
-    question = speech_model.transcribe([audio], sample_rate=sample_rate)[0].strip()
+    wave = speech_model.load_audio([audio], sample_rate)[0]
+    if float(np.abs(wave).max(initial=0.0)) < SILENCE_PEAK:
+        raise ValueError("the audio is silent: there is no speech to recognise")
+    rate = speech_model.audio_processor.config.sample_rate
+    question = speech_model.transcribe([wave], sample_rate=rate)[0].strip()
     if not question:
         raise ValueError("no words were recognised in the audio; speak closer or louder and try again")
     answer = assistant.ask(image, question if question.endswith("?") else question + "?")
-    rate = 16000
     return VoiceReply(question, answer, speak(answer, voice=voice, sample_rate=rate), rate)

@@ -76,6 +76,11 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
 
         recipe = from_dict(SpeechRecipe, data, where=f"recipe {path.name}")
         recipe.data_config()
+    elif data.get("kind") == "fusion":
+        from polymodal.train.fusion_recipe import FusionRecipe
+
+        recipe = from_dict(FusionRecipe, data, where=f"recipe {path.name}")
+        recipe.validate()
     else:
         recipe = from_dict(Recipe, data, where=f"recipe {path.name}")
         recipe.data_config()
@@ -142,6 +147,10 @@ def run_recipe(recipe, out_dir: str | Path) -> dict[str, Any]:
         from polymodal.train.speech_recipe import run_speech_recipe
 
         return run_speech_recipe(recipe, out_dir)
+    if getattr(recipe, "kind", "") == "fusion":
+        from polymodal.train.fusion_recipe import run_fusion_recipe
+
+        return run_fusion_recipe(recipe, out_dir)
 
     from polymodal.models.dual_encoder import contrastive_loss
     from polymodal.registry import build_model, get_spec

@@ -80,6 +80,7 @@ def run_speech_recipe(recipe: SpeechRecipe, out_dir: str | Path) -> dict[str, An
 
 
 SPEECH_DATA = (
-    "the spoken world: 1-4 words (digits, colours, shapes, sizes, commands) said by espeak-ng with 50 training "
-    "voices at random speeds and pitches; evaluated on 10 held-out voices (speaker variants never trained on)."
+    "the spoken world: half random lists of 1-4 words (digits, colours, shapes, sizes, commands), half spoken "
+    "shapes-world questions, said by espeak-ng with 50 training voices at random speeds and pitches; evaluated on "
+    "10 held-out voices (speaker variants never trained on)."
 )

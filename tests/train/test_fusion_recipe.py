@@ -1,0 +1,67 @@
+import json
+
+import pytest
+import torch
+
+import polymodal
+from polymodal.config import ConfigError
+from polymodal.registry import create_model
+from polymodal.train.fusion_recipe import CurriculumLoss, init_towers
+from polymodal.train.recipe import load_recipe, run_recipe
+
+TINY = [
+    'model_overrides={"embed_dim": 16, "image": {"stages": 3, "base_channels": 4, "width": 32},'
+    ' "text": {"depth": 1, "width": 32, "heads": 2}, "fusion": {"width": 32, "depth": 1, "heads": 2}}',
+    'init_from=""',
+    "tokenizer.corpus_size=500",
+    'data={"questions_per_scene": 2}',
+    "batch_size=4",
+    'curriculum={"phases": [{"until_step": 2, "tasks": {"itc": 1.0, "mlm": 1.0, "mim": 1.0},'
+    ' "modality_dropout": {"image": 1.0, "text": 1.0}},'
+    ' {"tasks": {"itc": 1.0, "itm": 1.0, "mlm": 1.0, "mim": 0.5, "vqa": 1.0}}]}',
+    "train.steps=3",
+    "train.warmup_steps=1",
+    "train.log_every=1",
+    "train.ckpt_every=0",
+    'eval_tasks=["shapes-vqa-blind"]',
+]
+
+
+def test_few_step_run_follows_the_curriculum_saves_and_evaluates(tmp_path):
+    recipe = load_recipe("tiny-fusion", TINY)
+    summary = run_recipe(recipe, tmp_path / "run")
+    assert summary["steps"] == 3
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    tasks_by_step = {r["step"]: {k for k in ("itc", "itm", "mlm", "mim", "vqa") if k in r} for r in records}
+    assert tasks_by_step[1] == tasks_by_step[2] == {"itc", "mlm", "mim"}  # steps 0 and 1: unimodal phase
+    assert tasks_by_step[3] == {"itc", "itm", "mlm", "mim", "vqa"}
+    model = polymodal.load(tmp_path / "run" / "model")
+    assert model.answer(None, "how many shapes are there?") in model.answers
+    results = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert results[0]["task"] == "shapes-vqa-blind" and "vqa_accuracy" in results[0]["metrics"]
+    assert "shapes-vqa-blind" in (tmp_path / "run" / "model" / "README.md").read_text()
+
+
+def test_towers_start_from_tiny_clip_and_keep_the_mlm_tie():
+    torch.manual_seed(0)
+    model = create_model("tiny-fusion")
+    tokenizer = init_towers(model, "tiny-clip")
+    clip = polymodal.load("tiny-clip").model
+    torch.testing.assert_close(model.text_encoder.token_embed.weight, clip.text_encoder.token_embed.weight)
+    assert model.mlm_decoder.weight is model.text_encoder.token_embed.weight
+    images = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(model.image_tokens(images), clip.image_encoder.forward_features(images))
+    assert tokenizer.vocab_size <= model.text_encoder.config.vocab_size
+
+
+def test_recipe_errors():
+    with pytest.raises(ConfigError, match="unknown key 'questions'"):
+        load_recipe("tiny-fusion", ['data={"questions": 2}'])
+    with pytest.raises(ConfigError, match="unknown task 'cap'"):
+        load_recipe("tiny-fusion", ['curriculum={"phases": [{"tasks": {"cap": 1.0}}]}'])
+    with pytest.raises(ConfigError, match="freeze_towers"):
+        load_recipe("tiny-fusion", ['init_from=""', "freeze_towers=true"])
+    with pytest.raises(ConfigError, match="not an image-text dual encoder"):
+        init_towers(create_model("tiny-fusion"), "tiny-assistant")
+    with pytest.raises(RuntimeError, match="follow"):
+        CurriculumLoss(load_recipe("tiny-fusion").curriculum)(None, {})
