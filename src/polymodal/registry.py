@@ -102,6 +102,19 @@ class ModelSpec:
         )
 
 
+def blank_input(encoder) -> Any:
+    """A zero batch of one, of the full size a media encoder reads: (1, channels, size, size) for an image
+    tower, (1, n_mels, max_frames) for an audio tower; used to count the tokens it gives."""
+    import torch
+
+    config = encoder.config
+    if hasattr(config, "n_mels"):
+        shape = (1, config.n_mels, config.max_frames)
+    else:
+        shape = (1, config.channels, config.image_size, config.image_size)
+    return torch.zeros(shape, dtype=next(encoder.parameters()).dtype)
+
+
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Return ``base`` with ``overrides`` merged in, recursing into nested dicts."""
     out = copy.deepcopy(base)

@@ -410,3 +410,16 @@ def test_easy_itm_negatives_skip_mining_and_contradictions():
         itm_loss(model, b, negatives="medium")
     with pytest.raises(ConfigError, match="itm_negatives"):
         CurriculumPhase(tasks={"itm": 1.0}, itm_negatives="medium").validate()
+
+
+def test_an_audio_tower_plugs_into_the_fusion_encoder():
+    """The audio encoder has the common encoder interface: in the media slot, every task trains on log-mel."""
+    audio = {"type": "audio", "n_mels": 8, "max_positions": 8, "width": 16, "depth": 1, "heads": 2}
+    model = tiny(image=audio).train()
+    b = batch()
+    b["images"] = torch.randn(4, 8, 16)  # (B, n_mels, frames): 8 tokens per clip
+    weights = {"itc": 1.0, "itm": 1.0, "mlm": 1.0, "mim": 1.0, "vqa": 1.0}
+    total, parts = multitask_loss(model, b, weights)
+    total.backward()
+    assert torch.isfinite(total) and set(weights) <= set(parts)
+    assert model.image_tokens(b["images"]).shape[:2] == (4, 8)

@@ -23,7 +23,7 @@ from polymodal.config import ConfigError, from_dict
 from polymodal.data.chat import IGNORE
 from polymodal.modules.adapters import AdapterConfig, build_adapter
 from polymodal.modules.decoder import CausalLM, DecoderConfig
-from polymodal.registry import build_encoder, encoder_config
+from polymodal.registry import blank_input, build_encoder, encoder_config
 
 TEMPLATES = ("polymodal", "llava")  # chat templates an assistant can record (see AssistantPipeline)
 
@@ -127,14 +127,8 @@ class Assistant(nn.Module):
         """Encoder tokens per image (e.g. 64 for an 8x8 CNN grid) or per clip (an audio encoder hears its
         whole window: ``max_frames`` mel frames, so the audio processor pads every clip to that length)."""
         if not hasattr(self, "_source_tokens"):
-            cfg = self.vision.config
-            if self.config.media == "audio":
-                probe = torch.zeros(1, cfg.n_mels, cfg.max_frames)
-            else:
-                probe = torch.zeros(1, cfg.channels, cfg.image_size, cfg.image_size)
             with torch.no_grad():
-                probe = probe.to(next(self.vision.parameters()).dtype)
-                self._source_tokens = self.encoder_tokens(probe).shape[1]
+                self._source_tokens = self.encoder_tokens(blank_input(self.vision)).shape[1]
         return self._source_tokens
 
     def encoder_tokens(self, images: Tensor) -> Tensor:

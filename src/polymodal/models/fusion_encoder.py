@@ -26,7 +26,7 @@ from polymodal.config import ConfigError, from_dict
 from polymodal.modules.fusion import FUSIONS, FusionConfig, FusionOutput, build_fusion
 from polymodal.modules.layers import MLP, init_weights
 from polymodal.modules.text import pool_tokens
-from polymodal.registry import build_encoder, encoder_config
+from polymodal.registry import blank_input, build_encoder, encoder_config
 
 HEADS = ("itc", "itm", "mlm", "mim", "vqa")
 TOKEN_HEADS = {"mlm": "text", "mim": "image"}  # heads that read the fused tokens of one modality
@@ -127,11 +127,9 @@ def grid_positions(tokens: int, width: int, scale: float = 0.2) -> Tensor:
 
 
 def _image_token_count(image_encoder: nn.Module) -> int:
-    """Tokens per image, from one forward pass of a blank image of the tower's configured size."""
-    config = image_encoder.config
-    probe = torch.zeros(1, config.channels, config.image_size, config.image_size)
+    """Tokens per image (or audio clip), from one forward pass of a blank input of the tower's full size."""
     with torch.no_grad():
-        return image_encoder.forward_features(probe.to(next(image_encoder.parameters()).dtype)).shape[1]
+        return image_encoder.forward_features(blank_input(image_encoder)).shape[1]
 
 
 class FusionEncoder(nn.Module):
