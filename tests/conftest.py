@@ -78,3 +78,46 @@ def make_assistant(chat_tokenizer):
         return pipeline_for(spec, build_model(spec), None, tokenizer=chat_tokenizer)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def clap():
+    """An untrained tiny CLAP-style dual encoder (audio tower, 32 mel bands, 2 s clips) with a tones BPE."""
+    from polymodal.data.tokenizer import TextTokenizer, tones_corpus
+    from polymodal.pipelines import pipeline_for
+    from polymodal.registry import build_model, get_spec
+
+    torch.manual_seed(0)
+    overrides = {
+        "embed_dim": 16,
+        "audio": {"n_mels": 32, "max_positions": 100, "width": 32, "depth": 1, "heads": 2},
+        "text": {"vocab_size": 256, "width": 32, "depth": 1, "heads": 2},
+    }
+    spec = replace(
+        get_spec("tiny-clap", **overrides), name="clap-test", audio_processor={"n_mels": 32, "max_seconds": 2}
+    )
+    tokenizer = TextTokenizer.train_bpe(tones_corpus(2000), vocab_size=256)
+    return pipeline_for(spec, build_model(spec), None, tokenizer=tokenizer)
+
+
+@pytest.fixture(scope="session")
+def listener():
+    """An untrained tiny assistant that hears (<audio> placeholder, 100 audio tokens per 2 s clip)."""
+    from polymodal.data.audio_instructions import audio_text_corpus
+    from polymodal.data.chat import AUDIO_TOKEN, add_chat_tokens
+    from polymodal.pipelines import pipeline_for
+    from polymodal.registry import build_model, get_spec
+
+    tokenizer = TextTokenizer.train_bpe(audio_text_corpus(1500), vocab_size=300, context_length=192)
+    add_chat_tokens(tokenizer, AUDIO_TOKEN)
+    torch.manual_seed(0)
+    lm = {"vocab_size": tokenizer.vocab_size, "context_length": 192, "width": 32, "depth": 1, "heads": 2}
+    overrides = {
+        "vision": {"n_mels": 32, "max_positions": 100, "width": 32, "depth": 1, "heads": 2},
+        "adapter": {"type": "mlp"},
+        "lm": lm,
+        "image_token_id": tokenizer.tokenizer.token_to_id(AUDIO_TOKEN),
+    }
+    spec = get_spec("tiny-audio-assistant", **overrides)
+    spec = replace(spec, name="listener", audio_processor={"n_mels": 32, "max_seconds": 2})
+    return pipeline_for(spec, build_model(spec), None, tokenizer=tokenizer)

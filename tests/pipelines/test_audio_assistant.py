@@ -2,7 +2,6 @@
 
 import base64
 import io
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,34 +10,6 @@ import torch
 from polymodal.data.audio_io import AudioError
 
 sf = pytest.importorskip("soundfile")
-
-
-@pytest.fixture(scope="module")
-def listener():
-    from polymodal.data.audio_instructions import audio_text_corpus
-    from polymodal.data.chat import AUDIO_TOKEN, add_chat_tokens
-    from polymodal.data.tokenizer import TextTokenizer
-    from polymodal.pipelines import pipeline_for
-    from polymodal.registry import build_model, get_spec
-
-    tokenizer = TextTokenizer.train_bpe(audio_text_corpus(1500), vocab_size=300, context_length=192)
-    add_chat_tokens(tokenizer, AUDIO_TOKEN)
-    torch.manual_seed(0)
-    overrides = {
-        "vision": {"n_mels": 32, "max_positions": 100, "width": 32, "depth": 1, "heads": 2},
-        "adapter": {"type": "mlp"},
-        "lm": {
-            "vocab_size": tokenizer.vocab_size,
-            "context_length": 192,
-            "width": 32,
-            "depth": 1,
-            "heads": 2,
-        },
-        "image_token_id": tokenizer.tokenizer.token_to_id(AUDIO_TOKEN),
-    }
-    spec = get_spec("tiny-audio-assistant", **overrides)
-    spec = replace(spec, name="listener", audio_processor={"n_mels": 32, "max_seconds": 2})
-    return pipeline_for(spec, build_model(spec), None, tokenizer=tokenizer)
 
 
 def tone(seconds=0.6, rate=16000):

@@ -1,34 +1,12 @@
 """A tiny random CLAP-style pipeline: embed_audio from files and arrays, save/load, zero-shot, the tasks."""
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
-import torch
 
 import polymodal
 from polymodal.data.audio_io import AudioError
 
 sf = pytest.importorskip("soundfile")
-
-TINY_CLAP = {
-    "embed_dim": 16,
-    "audio": {"n_mels": 32, "max_positions": 100, "width": 32, "depth": 1, "heads": 2},
-    "text": {"vocab_size": 256, "width": 32, "depth": 1, "heads": 2},
-}
-
-
-@pytest.fixture(scope="module")
-def clap():
-    from polymodal.data.tokenizer import TextTokenizer, tones_corpus
-    from polymodal.pipelines import pipeline_for
-    from polymodal.registry import build_model, get_spec
-
-    torch.manual_seed(0)
-    spec = get_spec("tiny-clap", **TINY_CLAP)
-    spec = replace(spec, name="clap-test", audio_processor={"n_mels": 32, "max_seconds": 2})
-    tokenizer = TextTokenizer.train_bpe(tones_corpus(2000), vocab_size=256)
-    return pipeline_for(spec, build_model(spec), None, tokenizer=tokenizer)
 
 
 def sine(seconds=0.5, rate=16000, hz=440.0):

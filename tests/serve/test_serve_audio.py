@@ -2,62 +2,12 @@
 ``input_audio`` parts (tiny untrained models: only the plumbing is under test)."""
 
 import base64
-from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 from serve_helpers import data_uri, encode, error_of, picture, tone, wav_bytes
 
 pytest.importorskip("soundfile")
-
-
-@pytest.fixture(scope="module")
-def clap():
-    from polymodal.data.tokenizer import TextTokenizer, tones_corpus
-    from polymodal.pipelines import pipeline_for
-    from polymodal.registry import build_model, get_spec
-
-    torch.manual_seed(0)
-    overrides = {
-        "embed_dim": 16,
-        "audio": {"n_mels": 32, "max_positions": 100, "width": 32, "depth": 1, "heads": 2},
-        "text": {"vocab_size": 256, "width": 32, "depth": 1, "heads": 2},
-    }
-    spec = replace(
-        get_spec("tiny-clap", **overrides), name="clap", audio_processor={"n_mels": 32, "max_seconds": 2}
-    )
-    return pipeline_for(
-        spec, build_model(spec), None, tokenizer=TextTokenizer.train_bpe(tones_corpus(1000), vocab_size=256)
-    )
-
-
-@pytest.fixture(scope="module")
-def listener():
-    from polymodal.data.audio_instructions import audio_text_corpus
-    from polymodal.data.chat import AUDIO_TOKEN, add_chat_tokens
-    from polymodal.data.tokenizer import TextTokenizer
-    from polymodal.pipelines import pipeline_for
-    from polymodal.registry import build_model, get_spec
-
-    tokenizer = TextTokenizer.train_bpe(audio_text_corpus(800), vocab_size=300, context_length=192)
-    add_chat_tokens(tokenizer, AUDIO_TOKEN)
-    torch.manual_seed(0)
-    overrides = {
-        "vision": {"n_mels": 32, "max_positions": 100, "width": 32, "depth": 1, "heads": 2},
-        "adapter": {"type": "mlp"},
-        "lm": {
-            "vocab_size": tokenizer.vocab_size,
-            "context_length": 192,
-            "width": 32,
-            "depth": 1,
-            "heads": 2,
-        },
-        "image_token_id": tokenizer.tokenizer.token_to_id(AUDIO_TOKEN),
-    }
-    spec = get_spec("tiny-audio-assistant", **overrides)
-    spec = replace(spec, name="listener", audio_processor={"n_mels": 32, "max_seconds": 2})
-    return pipeline_for(spec, build_model(spec), None, tokenizer=tokenizer)
 
 
 @pytest.fixture(scope="module")
