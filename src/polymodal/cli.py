@@ -280,12 +280,22 @@ def demo(
     assistant: Annotated[
         str, typer.Option(help="Assistant for captions and answers ('' skips that part).")
     ] = "tiny-assistant",
+    audio: Annotated[
+        bool, typer.Option(help="Also classify sounds, transcribe speech and answer aloud.")
+    ] = True,
 ) -> None:
     """The main job: generate a gallery, index it, search it, classify zero-shot, write contact sheets;
-    then caption, answer and ground a few images with the assistant."""
+    then caption, answer and ground a few images with the assistant; then the audio models."""
     from polymodal.demo import run_demo
 
-    run_demo(_load(model), out, gallery_size=gallery_size, assistant=_load(assistant) if assistant else None)
+    helper = _load(assistant) if assistant else None
+    ears = {"clap": "tiny-clap", "asr": "tiny-asr", "ears": "tiny-audio-assistant"} if audio else {}
+    audio_models = {role: _load(name) for role, name in ears.items()} | (
+        {"assistant": helper} if audio else {}
+    )
+    run_demo(
+        _load(model), out, gallery_size=gallery_size, assistant=helper, audio_models=audio_models or None
+    )
 
 
 # the command modules register caption, ask, chat (assistant), transcribe, voice (audio) and serve on the app

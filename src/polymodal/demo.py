@@ -130,9 +130,12 @@ def _classify_table(pipeline, gallery: Path, truth, console: Console) -> float:
     return correct / max(1, len(digits) + len(singles))
 
 
-def run_demo(pipeline, out: str | Path, gallery_size: int = 300, assistant=None) -> dict[str, Any]:
-    """Generate, index, search, classify (and, given an assistant, caption/answer/ground); print tables and
-    write contact sheets under ``out``."""
+def run_demo(
+    pipeline, out: str | Path, gallery_size: int = 300, assistant=None, audio_models: dict | None = None
+) -> dict[str, Any]:
+    """Generate, index, search, classify (and, given an assistant, caption/answer/ground; given audio models,
+    classify sounds, transcribe and answer aloud: see :func:`polymodal.demo_audio.run_audio_demo`); print
+    tables and write contact sheets under ``out``."""
     from polymodal.search import build_folder_index, open_index
     from polymodal.viz import contact_sheet, image_grid
 
@@ -168,6 +171,10 @@ def run_demo(pipeline, out: str | Path, gallery_size: int = 300, assistant=None)
         from polymodal.demo_assistant import run_assistant_demo
 
         extra = run_assistant_demo(assistant, out, console)
+    if audio_models:
+        from polymodal.demo_audio import run_audio_demo
+
+        extra |= run_audio_demo(audio_models, out, console)
     elapsed = time.perf_counter() - t0
     console.print(
         f"mean precision@5 over {len(QUERIES)} queries: {precision:.2f} · "

@@ -31,8 +31,10 @@ def encode_embedding(vector: np.ndarray, encoding_format: str) -> list[float] | 
 
 
 def _text_tokens(pipeline: Any, texts: list[str]) -> int:
-    """Tokens the model reads from ``texts`` (each cut at the context length, as embedding does)."""
-    return sum(min(len(pipeline.tokenizer.encode(t)), pipeline.context_length) for t in texts)
+    """Tokens the model reads from ``texts`` (each cut at the context length, as embedding does); one
+    batched call into the tokenizer (per-text calls cost as much as the model on small requests)."""
+    encodings = pipeline.tokenizer.tokenizer.encode_batch(texts)
+    return sum(min(len(e.ids), pipeline.context_length) for e in encodings)
 
 
 @router.post("/v1/embeddings", dependencies=[Depends(require_json)])
