@@ -29,6 +29,26 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def load_with(model: str, method: str, what: str, suggestion: str):
+    """Load ``model`` and fail clearly unless its pipeline has ``method`` (e.g. an assistant's ``chat``)."""
+    pipeline = _load(model)
+    if not hasattr(pipeline, method):
+        fail(f"{model} is not {what} (it cannot {method}); try --model {suggestion}")
+    return pipeline
+
+
+def run_or_fail(action):
+    """Run ``action``; bad input (a ValueError, which AudioError is, or an unreadable image) or a failing
+    espeak-ng ends the command with the message instead of a traceback."""
+    from polymodal.data.images import ImageLoadError
+    from polymodal.data.worlds.spoken import EspeakError
+
+    try:
+        return action()
+    except (ImageLoadError, ValueError, EspeakError) as e:
+        fail(str(e))
+
+
 def _load(model: str, precision: str = "fp32"):
     from polymodal.hub import load
 

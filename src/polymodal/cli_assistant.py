@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from polymodal.cli import app, fail
+from polymodal.cli import app, load_with, run_or_fail
 
 AssistantOpt = Annotated[str, typer.Option("--model", "-m", help="Assistant: bundled name or model folder.")]
 MaxTokensOpt = Annotated[int, typer.Option(help="Most tokens to generate.")]
@@ -16,21 +16,7 @@ TemperatureOpt = Annotated[float, typer.Option(help="0 = greedy; higher samples 
 
 
 def _assistant(model: str):
-    from polymodal.cli import _load
-
-    pipeline = _load(model)
-    if not hasattr(pipeline, "chat"):
-        fail(f"{model} is not an assistant (it cannot generate text); try --model tiny-assistant")
-    return pipeline
-
-
-def _run(action):
-    from polymodal.data.images import ImageLoadError
-
-    try:
-        return action()
-    except (ImageLoadError, ValueError) as e:
-        fail(str(e))
+    return load_with(model, "chat", "an assistant", "tiny-assistant")
 
 
 @app.command()
@@ -42,7 +28,7 @@ def caption(
 ) -> None:
     """Caption images."""
     pipeline = _assistant(model)
-    texts = [_run(lambda p=p: pipeline.caption(str(p), style=style)) for p in images]
+    texts = [run_or_fail(lambda p=p: pipeline.caption(str(p), style=style)) for p in images]
     if as_json:
         typer.echo(json.dumps([{"image": str(p), "caption": t} for p, t in zip(images, texts, strict=True)]))
         return
@@ -61,7 +47,9 @@ def ask(
     """Answer a question about an image."""
     pipeline = _assistant(model)
     typer.echo(
-        _run(lambda: pipeline.ask(str(image), question, max_tokens=max_tokens, temperature=temperature))
+        run_or_fail(
+            lambda: pipeline.ask(str(image), question, max_tokens=max_tokens, temperature=temperature)
+        )
     )
 
 
@@ -78,7 +66,7 @@ def chat(
     from polymodal.data.images import load_image
 
     pipeline = _assistant(model)
-    images = [_run(lambda: load_image(str(image)))] if image else []
+    images = [run_or_fail(lambda: load_image(str(image)))] if image else []
     messages: list[dict[str, str]] = []
     while True:
         try:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from polymodal.cli import app, fail
+from polymodal.cli import app, load_with, run_or_fail
 
 SpeechOpt = Annotated[
     str, typer.Option("--model", "-m", help="Speech model: bundled name, folder or Whisper.")
@@ -16,22 +16,7 @@ SpeechOpt = Annotated[
 
 
 def _speech(model: str):
-    from polymodal.cli import _load
-
-    pipeline = _load(model)
-    if not hasattr(pipeline, "transcribe"):
-        fail(f"{model} is not a speech model (it cannot transcribe); try --model tiny-asr")
-    return pipeline
-
-
-def _run(action):
-    from polymodal.data.images import ImageLoadError
-    from polymodal.data.worlds.spoken import EspeakError
-
-    try:
-        return action()
-    except (ImageLoadError, ValueError, EspeakError) as e:  # AudioError is a ValueError
-        fail(str(e))
+    return load_with(model, "transcribe", "a speech model", "tiny-asr")
 
 
 @app.command()
@@ -42,7 +27,7 @@ def transcribe(
 ) -> None:
     """Transcribe speech in audio files."""
     pipeline = _speech(model)
-    texts = [_run(lambda f=f: pipeline.transcribe([f])[0]) for f in files]
+    texts = [run_or_fail(lambda f=f: pipeline.transcribe([f])[0]) for f in files]
     if as_json:
         typer.echo(json.dumps([{"file": str(f), "text": t} for f, t in zip(files, texts, strict=True)]))
         return
@@ -68,6 +53,6 @@ def voice(
     from polymodal.pipelines.voice import voice_reply
 
     recogniser, answerer = _speech(speech_model), _assistant(assistant)
-    reply = _run(lambda: voice_reply(recogniser, answerer, audio, str(image), voice=speaker))
+    reply = run_or_fail(lambda: voice_reply(recogniser, answerer, audio, str(image), voice=speaker))
     sf.write(out, reply.audio, reply.sample_rate, subtype="PCM_16")
     typer.echo(f"heard: {reply.question}\nanswer: {reply.answer}\nwrote {out}")
