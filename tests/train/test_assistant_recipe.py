@@ -65,3 +65,21 @@ def test_merged_lora_gives_the_same_logits():
         merged = lora.merge_and_unload()
         assert isinstance(merged, CausalLM)
         assert torch.allclose(merged(ids), before, atol=1e-5)
+
+
+def test_train_vision_fine_tunes_the_tower_in_its_stage_only(tmp_path):
+    path = _tiny_recipe(tmp_path)
+    data = json.loads(path.read_text())
+    data["stages"]["instruct"]["train_vision"] = True
+    data["stages"]["align"]["train"]["steps"] = 1
+    path.write_text(json.dumps(data))
+    out = run_recipe(load_recipe(str(path)), tmp_path / "run")
+    assistant = polymodal.load(out["model_dir"])
+    assert assistant.model.config.freeze_vision  # frozen again for inference and saving
+    tiny_clip = polymodal.load("tiny-clip").model.image_encoder.state_dict()
+    vision = assistant.model.vision.state_dict()
+    assert not all(torch.equal(vision[k], tiny_clip[k]) for k in tiny_clip)  # the instruct stage moved it
+    data["stages"]["lm"]["train_vision"] = True
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="train_vision has no meaning in the lm stage"):
+        run_recipe(load_recipe(str(path)), tmp_path / "run2")
