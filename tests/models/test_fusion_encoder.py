@@ -4,8 +4,6 @@ import torch
 from polymodal.config import ConfigError, from_dict, to_dict
 from polymodal.models.fusion_encoder import FusionEncoder, FusionEncoderConfig
 from polymodal.modules.fusion_losses import (
-    Curriculum,
-    CurriculumPhase,
     itc_loss,
     itm_loss,
     mim_loss,
@@ -15,6 +13,7 @@ from polymodal.modules.fusion_losses import (
 )
 from polymodal.modules.fusion_masking import IGNORE_INDEX, mim_mask, mine_hard_negatives, mlm_mask
 from polymodal.registry import build_encoder, get_spec
+from polymodal.train.curriculum import Curriculum, CurriculumPhase
 
 VOCAB, SPECIAL = 40, [0, 1, 2, 3]
 TINY = {

@@ -142,6 +142,11 @@ def test_body_limits_bad_json_and_content_types(serve):
             response = c.post("/v1/embeddings", content=content, headers={"content-type": kind})
             assert response.status_code == status, (content, kind, response.text)
             error_of(response)
+        empty = c.post("/v1/embeddings", content=b"", headers={"content-type": "application/json"})
+        assert (
+            empty.status_code == 422
+            and error_of(empty)["message"] == "the request body is empty: send a JSON object"
+        )
         no_type = c.post("/v1/embeddings", content=b'{"input": "x"}', headers={"content-type": ""})
         assert no_type.status_code == 415
         assert c.get("/v1/embeddings").status_code == 405

@@ -80,6 +80,8 @@ def _validation_message(error: dict[str, Any]) -> tuple[str, str | None, str]:
     if error.get("type") == "extra_forbidden":
         return f"unsupported field {param!r}", param, "unsupported_field"
     if error.get("type") == "missing":
+        if param is None:  # the body itself is missing
+            return "the request body is empty: send a JSON object", None, "missing_body"
         return f"missing required field {param!r}", param, "missing_field"
     message = str(error.get("msg", "invalid value"))
     return (f"{param}: {message}" if param else message), param, "invalid_value"

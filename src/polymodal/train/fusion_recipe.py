@@ -2,7 +2,7 @@
 
 ``polymodal train --recipe tiny-fusion`` starts both towers (and the tokenizer) from a trained dual encoder
 (``init_from``, tiny-clip by default), then trains with :func:`~polymodal.modules.fusion_losses.multitask_loss`
-weighted by the recipe's :class:`~polymodal.modules.fusion_losses.Curriculum` at the trainer's step
+weighted by the recipe's :class:`~polymodal.train.curriculum.Curriculum` at the trainer's step
 (single-modality tasks first, then the joint ones), saves the model, evaluates it and writes its card.
 The run folder resumes like every recipe's. Single process: the loss reads the model's heads directly,
 which a DDP wrapper would hide.
@@ -17,7 +17,8 @@ from typing import Any
 from torch import Tensor, nn
 
 from polymodal.config import ConfigError, from_dict
-from polymodal.modules.fusion_losses import Curriculum, multitask_loss
+from polymodal.modules.fusion_losses import multitask_loss
+from polymodal.train.curriculum import Curriculum
 from polymodal.train.loop import TrainConfig
 from polymodal.train.recipe import TokenizerRecipe
 
