@@ -36,6 +36,19 @@ class Pipeline:
 
         return AudioProcessor(from_dict(AudioProcessorConfig, self.spec.audio_processor))
 
+    def load_audio(
+        self, audio, sample_rate: int | None = None, max_seconds: float | None = None, caller: str = "this"
+    ) -> list:
+        """Read and resample every clip (paths, bytes, or arrays at ``sample_rate``) to mono float32 at the
+        model's rate; a bad clip raises ``AudioError`` naming what is wrong, a bare clip a TypeError."""
+        import numpy as np
+
+        if isinstance(audio, str | os.PathLike | bytes) or (
+            isinstance(audio, np.ndarray) and audio.ndim == 1
+        ):
+            raise TypeError(f"{caller} takes a list of clips or paths; wrap a single one in a list")
+        return [self.audio_processor.load(x, sample_rate, max_seconds) for x in audio]
+
     def current_spec(self) -> ModelSpec:
         """The spec to save (subclasses refresh it from the live model when it can change)."""
         return self.spec

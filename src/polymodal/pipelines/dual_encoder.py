@@ -74,14 +74,10 @@ class DualEncoderPipeline(Pipeline):
         """
         if self.model.modality != "audio":
             raise ValueError(f"{self.name} embeds images, not audio; load an audio model such as tiny-clap")
-        if isinstance(audio, str | os.PathLike | bytes) or (
-            isinstance(audio, np.ndarray) and audio.ndim == 1
-        ):
-            raise TypeError("embed_audio takes a list of clips or paths; wrap a single one in a list")
+        waves = self.load_audio(audio, sample_rate, caller="embed_audio")
         out = [np.zeros((0, self.embed_dim), np.float32)]
-        for chunk in _batches(list(audio), batch_size):
-            waves = [self.audio_processor.load(x, sample_rate) for x in chunk]
-            mel = self.audio_processor(waves).to(self.device)
+        for chunk in _batches(waves, batch_size):
+            mel = self.audio_processor(chunk).to(self.device)
             out.append(encode_audio(self.model, mel).cpu().numpy())
         return np.concatenate(out)
 

@@ -8,7 +8,6 @@ silently cut.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,12 +38,8 @@ class SpeechPipeline(Pipeline):
         return config_eos if config_eos is not None else self.tokenizer.eos_id
 
     def load_audio(self, audio: Sequence[Any], sample_rate: int | None = None) -> list[np.ndarray]:
-        """Read and resample every clip; raises ``AudioError`` naming what is wrong with a bad one."""
-        if isinstance(audio, str | os.PathLike | bytes) or (
-            isinstance(audio, np.ndarray) and audio.ndim == 1
-        ):
-            raise TypeError("transcribe takes a list of clips or paths; wrap a single one in a list")
-        return [self.audio_processor.load(x, sample_rate, max_seconds=self.max_seconds) for x in audio]
+        """Read and resample every clip; a clip longer than the model's window is an ``AudioError``."""
+        return super().load_audio(audio, sample_rate, self.max_seconds, caller="transcribe")
 
     @torch.inference_mode()
     def transcribe(
