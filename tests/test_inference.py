@@ -6,9 +6,12 @@ import pytest
 import torch
 
 from polymodal.inference import (
+    FoldedQuickGELU,
     Int8Linear,
     encode_images,
     encode_texts,
+    fold_quick_gelu,
+    length_buckets,
     model_dtype,
     prepare_for_inference,
 )
@@ -121,5 +124,49 @@ def test_load_with_precision_keeps_the_pipeline_api(tiny_model_dir, tmp_path):
         cos = (fast.embed_text(texts) * fp32.embed_text(texts)).sum(axis=1)
         assert cos.min() > bound and fast.embed_text(texts).dtype == np.float32
         assert sum(fast.classify([np.zeros((32, 32, 3), np.uint8)], ["red", "blue"])[0].values()) > 0.99
-    with pytest.raises(ValueError, match="int8-quantised model is not saved"):
+    with pytest.raises(ValueError, match="prepared for inference.*is not saved"):
         fast.save(tmp_path / "nope")
+
+
+def test_folding_quick_gelu_into_silu_keeps_the_function(model, inputs):
+    pixels, ids, mask = inputs
+    folded = copy.deepcopy(model)
+    assert fold_quick_gelu(folded) == 2  # the two quick-GELU ViT blocks; the text tower uses GELU
+    assert sum(isinstance(m, FoldedQuickGELU) for m in folded.modules()) == 2
+    with torch.no_grad():
+        assert torch.allclose(folded.encode_image(pixels), model.encode_image(pixels), atol=1e-5)
+        assert torch.equal(folded.encode_text(ids, mask), model.encode_text(ids, mask))
+
+
+def test_length_buckets_cover_every_row_once_and_sort_by_length():
+    lengths = torch.tensor([5, 40, 7, 77, 12, 6, 33, 20, 9, 61] * 4)
+    groups = length_buckets(lengths, min_rows=8)
+    rows = torch.cat(groups)
+    assert sorted(rows.tolist()) == list(range(40))
+    assert all(len(g) >= 8 for g in groups) and len(groups) > 1
+    ordered = lengths[rows]
+    assert torch.equal(ordered, ordered.sort().values)
+    assert len(length_buckets(torch.tensor([3, 9, 4]), min_rows=8)) == 1  # a small batch stays whole
+
+
+def test_bucketed_text_encoding_equals_one_padded_pass(model):
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(1, 100, (40, 16), generator=g)
+    lengths = torch.randint(1, 17, (40,), generator=g)
+    mask = torch.arange(16)[None, :] < lengths[:, None]
+    with torch.no_grad():
+        whole = torch.nn.functional.normalize(model.encode_text(ids, mask, normalize=False), dim=-1)
+    assert torch.allclose(encode_texts(model, ids, mask), whole, atol=1e-5)
+
+
+def test_compiled_bf16_towers_run_prepacked_fused_matmuls(model, inputs):
+    pixels, _, _ = inputs
+    fast = prepare_for_inference(copy.deepcopy(model), "bf16", compile=True)
+    encode_images(fast, pixels)  # compiles
+    with torch.profiler.profile() as prof:
+        image = encode_images(fast, pixels)
+    ops = {event.key for event in prof.key_averages()}
+    assert "mkldnn::_linear_pointwise" in ops and "aten::addmm" not in ops  # frozen: weights prepacked
+    with torch.no_grad():
+        reference = model.encode_image(pixels)
+    assert torch.nn.functional.cosine_similarity(image, reference).min() >= MIN_COSINE["bf16"]

@@ -114,10 +114,13 @@ def write_model_folder(model, spec: ModelSpec, tokenizer, path: str | os.PathLik
     """Atomically write config.json, model.safetensors (cast to ``dtype``) and the tokenizer files."""
     from polymodal.atomic import write_folder_atomic
     from polymodal.config import save_json
-    from polymodal.inference import Int8Linear
+    from polymodal.inference import FoldedQuickGELU, Int8Linear
 
-    if any(isinstance(m, Int8Linear) for m in model.modules()):
-        raise ValueError("an int8-quantised model is not saved: save the fp32 model; int8 is applied at load")
+    if any(isinstance(m, (Int8Linear, FoldedQuickGELU)) for m in model.modules()):
+        raise ValueError(
+            "a model prepared for inference (int8, bf16 or compiled: weights quantised or rescaled) is not "
+            "saved: save the fp32 model; precision and compilation are applied at load"
+        )
 
     def write(folder: Path) -> None:
         save_json(spec_to_json(spec), folder / CONFIG_FILE)

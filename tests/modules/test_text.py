@@ -43,3 +43,18 @@ def test_minilm_tower_matches_sentence_transformers():
     np.testing.assert_allclose(ours, reference, atol=1e-5)
     assert not any(p.requires_grad for p in tower.parameters())  # frozen by default
     assert tower.config.hf_config["model_type"] == "bert"  # recorded, so a saved model rebuilds offline
+
+
+@pytest.mark.parametrize("pool", ["eos", "first", "last"])
+@pytest.mark.parametrize("causal", [True, False])
+def test_one_token_pooling_computes_the_last_block_for_that_token_only(pool, causal):
+    torch.manual_seed(0)
+    tower = TextTransformer(
+        TextConfig(vocab_size=50, context_length=12, width=32, depth=2, heads=4, causal=causal, pool=pool)
+    ).eval()
+    ids = torch.randint(1, 50, (5, 12))
+    mask = torch.arange(12)[None, :] < torch.tensor([12, 3, 7, 1, 10])[:, None]
+    with torch.no_grad():
+        full = pool_tokens(tower.forward_features(ids, mask), mask, pool)  # every token, then pooled
+        assert torch.allclose(tower(ids, mask), full, atol=1e-5)
+        assert torch.allclose(tower(ids), pool_tokens(tower.forward_features(ids), None, pool), atol=1e-5)

@@ -44,3 +44,13 @@ def test_vit_config_validation():
         from_dict(ViTConfig, {"image_size": 30, "patch_size": 8})
     with pytest.raises(ConfigError, match="unknown key 'widht'"):
         from_dict(ViTConfig, {"widht": 3})
+
+
+def test_class_token_pooling_computes_the_last_block_for_the_class_token_only():
+    torch.manual_seed(0)
+    vit = VisionTransformer(ViTConfig(image_size=16, patch_size=4, width=32, depth=2, heads=4)).eval()
+    images = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(vit(images), vit.forward_features(images)[:, 0], atol=1e-5)
+    vit(images).sum().backward()  # trains through the shortened last block
+    assert vit.blocks.blocks[-1].mlp.fc1.weight.grad.abs().sum() > 0

@@ -106,13 +106,25 @@ class Attention(nn.Module):
         return self.split_heads(q), self.split_heads(k), self.split_heads(v)
 
     def forward(
-        self, x: Tensor, mask: Tensor | None = None, causal: bool = False, context: Tensor | None = None
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        causal: bool = False,
+        context: Tensor | None = None,
+        keep: Tensor | None = None,
     ):
+        """Attend from every token of ``x``, or only from the positions ``keep`` (B, Tq) names: the keys and
+        values still come from every token, and the result is (B, Tq, C) (a last block whose other outputs
+        nobody reads)."""
         b, t, c = x.shape
         q, k, v = self.project_qkv(x, context)
-        if causal and mask is not None:
-            causal_mask = torch.ones(t, k.shape[2], dtype=torch.bool, device=x.device).tril()
-            mask, causal = mask & causal_mask, False
+        positions = torch.arange(t, device=x.device)[:, None]  # (T, 1) query positions
+        if keep is not None:
+            q = q.gather(2, keep[:, None, :, None].expand(-1, q.shape[1], -1, q.shape[3]))  # (B, H, Tq, hd)
+            positions, t = keep[:, None, :, None], keep.shape[1]  # (B, 1, Tq, 1)
+        if causal and (mask is not None or keep is not None):
+            causal_mask = torch.arange(k.shape[2], device=x.device) <= positions  # (..., Tq, Tk)
+            mask, causal = causal_mask if mask is None else mask & causal_mask, False
         y = F.scaled_dot_product_attention(
             q,
             k,
@@ -122,7 +134,12 @@ class Attention(nn.Module):
             is_causal=causal,
             enable_gqa=self.kv_heads != self.heads,
         )
-        return self.proj(y.transpose(1, 2).reshape(b, t, c))  # (B, T, C)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))  # (B, T or Tq, C)
+
+
+def take_rows(x: Tensor, keep: Tensor) -> Tensor:
+    """(B, T, C) gathered at (B, Tq) positions -> (B, Tq, C)."""
+    return x.gather(1, keep[:, :, None].expand(-1, -1, x.shape[2]))
 
 
 class TransformerBlock(nn.Module):
@@ -146,11 +163,15 @@ class TransformerBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.norm_first = norm_first
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, causal: bool = False) -> Tensor:
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, causal: bool = False, keep: Tensor | None = None
+    ) -> Tensor:
+        """(B, T, C) -> (B, T, C), or (B, Tq, C) for the positions ``keep`` (B, Tq) names only."""
+        residual = x if keep is None else take_rows(x, keep)
         if not self.norm_first:
-            x = self.norm1(x + self.drop(self.attn(x, mask=mask, causal=causal)))
+            x = self.norm1(residual + self.drop(self.attn(x, mask=mask, causal=causal, keep=keep)))
             return self.norm2(x + self.mlp(x))
-        x = x + self.drop(self.attn(self.norm1(x), mask=mask, causal=causal))
+        x = residual + self.drop(self.attn(self.norm1(x), mask=mask, causal=causal, keep=keep))
         return x + self.mlp(self.norm2(x))
 
 
@@ -188,9 +209,13 @@ class Transformer(nn.Module):
             getattr(config, "norm_first", True),
         )
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, causal: bool = False) -> Tensor:
-        for block in self.blocks:
-            x = block(x, mask=mask, causal=causal)
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, causal: bool = False, keep: Tensor | None = None
+    ) -> Tensor:
+        """(B, T, C) -> (B, T, C); with ``keep`` (B, Tq) positions, the last block computes only those
+        rows, -> (B, Tq, C): a pooled encoder skips work whose output it would drop."""
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask=mask, causal=causal, keep=keep if i == len(self.blocks) - 1 else None)
         return x
 
 

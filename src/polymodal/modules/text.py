@@ -38,6 +38,20 @@ def pool_tokens(tokens: Tensor, attention_mask: Tensor | None, how: str) -> Tens
     raise ValueError(f"unknown pooling {how!r}; choose one of {POOLINGS}")
 
 
+def pool_position(input_ids: Tensor, attention_mask: Tensor | None, how: str) -> Tensor | None:
+    """(B, 1) index of the one token ``how`` pools (as :func:`pool_tokens` picks it); None for ``mean``."""
+    b, t = input_ids.shape
+    if how == "mean":
+        return None
+    if how == "first":
+        index = torch.zeros(b, dtype=torch.long, device=input_ids.device)
+    elif how == "last" or attention_mask is None:
+        index = torch.full((b,), t - 1, dtype=torch.long, device=input_ids.device)
+    else:
+        index = attention_mask.long().sum(dim=1).clamp(min=1) - 1
+    return index[:, None]
+
+
 def _check_tokens(input_ids: Tensor, attention_mask: Tensor | None, context_length: int | None) -> None:
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}")
@@ -95,7 +109,10 @@ class TextTransformer(nn.Module):
         nn.init.normal_(self.pos_embed, std=0.01)
         self.requires_grad_(not config.frozen)
 
-    def forward_features(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    def forward_features(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, keep: Tensor | None = None
+    ) -> Tensor:
+        """Tokens after the final norm, (B, T, width); only the (B, Tq) positions ``keep`` when given."""
         _check_tokens(input_ids, attention_mask, self.config.context_length)
         # the range check syncs and would split a compiled graph: checked in eager mode only
         if not torch.compiler.is_compiling() and (
@@ -105,11 +122,15 @@ class TextTransformer(nn.Module):
                 f"token ids must lie in [0, {self.config.vocab_size}); is the tokenizer the model's own?"
             )
         x = self.embed_norm(self.token_embed(input_ids) + self.pos_embed[:, : input_ids.shape[1]])
-        x = self.blocks(x, mask=padding_to_attn_mask(attention_mask), causal=self.config.causal)
+        x = self.blocks(x, mask=padding_to_attn_mask(attention_mask), causal=self.config.causal, keep=keep)
         return self.norm(x)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        return pool_tokens(self.forward_features(input_ids, attention_mask), attention_mask, self.config.pool)
+        """Pooled (B, width). A one-token pooling runs the last block for that token only."""
+        keep = pool_position(input_ids, attention_mask, self.config.pool)
+        if keep is None:
+            return pool_tokens(self.forward_features(input_ids, attention_mask), attention_mask, "mean")
+        return self.forward_features(input_ids, attention_mask, keep=keep)[:, 0]
 
 
 @dataclass
@@ -182,7 +203,10 @@ class HFTextEncoder(nn.Module):
         self.width = self.model.config.hidden_size
         self.model.requires_grad_(config.trainable)
 
-    def forward_features(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    def forward_features(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, keep: Tensor | None = None
+    ) -> Tensor:
+        """Tokens after the final norm, (B, T, width); only the (B, Tq) positions ``keep`` when given."""
         _check_tokens(input_ids, attention_mask, self.config.context_length)
         mask = None if attention_mask is None else attention_mask.long()
         return self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state

@@ -152,4 +152,9 @@ class VisionTransformer(nn.Module):
         return tokens[:, int(self.config.class_token) :].mean(dim=1)
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.pool(self.forward_features(images))
+        """(B, C, H, W) -> pooled (B, width). Class-token pooling runs the last block for that token only."""
+        if self.config.pool != "cls" or self.cls_token is None:
+            return self.pool(self.forward_features(images))
+        x = self._embed(images)
+        keep = torch.zeros(x.shape[0], 1, dtype=torch.long, device=x.device)  # (B, 1): the class token
+        return self.norm(self.blocks(x, keep=keep))[:, 0]
