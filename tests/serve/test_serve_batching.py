@@ -152,3 +152,10 @@ def test_lru_cache_evicts_least_recent_and_keys_separate_fields():
     assert cache_key("m", "op", b"ab") == cache_key("m", "op", "ab")
     assert cache_key("m", "opa", "b") != cache_key("m", "op", "ab")
     LRUCache(0).put("a", 1)
+
+
+def test_chat_batches_have_their_own_smaller_cap(serve):
+    with serve(max_batch_size=48, max_chat_batch_size=3) as client:
+        batchers = client.app.state.serve.batchers
+        assert batchers[("tiny-clip", "embed_text")].max_batch_size == 48
+        assert batchers[("tiny-assistant", "chat")].max_batch_size == 3

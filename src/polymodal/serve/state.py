@@ -81,8 +81,9 @@ class ServeState:
         self.executor = ThreadPoolExecutor(c.compute_threads, thread_name_prefix="polymodal-compute")
         for name, pipeline in self.pipelines.items():
             for op in (op for op in capabilities(pipeline) if op in BATCHED_OPS):
+                size = c.max_chat_batch_size if op == "chat" else c.max_batch_size
                 batcher = MicroBatcher(
-                    f"{name}:{op}", batch_function(pipeline, op), self.executor, c.max_batch_size,
+                    f"{name}:{op}", batch_function(pipeline, op), self.executor, size,
                     c.max_wait_ms, c.queue_size, c.request_timeout_s, self.metrics.on_batch,
                 )  # fmt: skip
                 batcher.start()
