@@ -74,6 +74,18 @@ def test_api_keys(serve):
         for open_path in ("/health", "/ready", "/metrics", "/openapi.json"):
             assert c.get(open_path).status_code == 200
         assert 'status="401"' in c.get("/metrics").text
+        schema = c.get("/openapi.json").json()  # /docs offers an Authorize button for the keys
+        assert schema["components"]["securitySchemes"]["apiKey"] == {
+            "type": "http", "scheme": "bearer", "description": "one of the server's API keys",
+        }  # fmt: skip
+        assert schema["paths"]["/v1/embeddings"]["post"]["security"] == [{"apiKey": []}]
+        assert "security" not in schema["paths"]["/health"]["get"]
+
+
+def test_openapi_declares_no_key_when_none_is_configured(client):
+    schema = client.get("/openapi.json").json()
+    assert "securitySchemes" not in schema.get("components", {})
+    assert "security" not in schema["paths"]["/v1/embeddings"]["post"]
 
 
 def test_config_loads_strictly(tmp_path):

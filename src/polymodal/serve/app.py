@@ -13,7 +13,7 @@ from fastapi import FastAPI
 import polymodal
 from polymodal.pipelines.base import Pipeline
 from polymodal.serve import routes_native, routes_openai, routes_page, routes_system
-from polymodal.serve.auth import ApiKeyAuth
+from polymodal.serve.auth import ApiKeyAuth, declare_bearer_auth
 from polymodal.serve.config import ServeConfig
 from polymodal.serve.errors import install_error_handlers
 from polymodal.serve.limits import BodySizeLimit
@@ -64,4 +64,6 @@ def create_app(config: ServeConfig | None = None, pipelines: dict[str, Pipeline]
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
     app.add_middleware(ApiKeyAuth, keys=config.api_keys)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if config.api_keys:
+        declare_bearer_auth(app)
     return app

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from polymodal.serve.errors import error_response
@@ -62,3 +63,24 @@ class ApiKeyAuth:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+def declare_bearer_auth(app: FastAPI) -> None:
+    """Say in the OpenAPI schema that every path but the open ones needs a Bearer key, so that ``/docs``
+    offers an Authorize button and client generators send the header."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "one of the server's API keys"}
+            }
+            for path, operations in schema.get("paths", {}).items():
+                if path not in OPEN_PATHS:
+                    for operation in operations.values():
+                        operation["security"] = [{"apiKey": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
