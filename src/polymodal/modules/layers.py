@@ -118,13 +118,14 @@ class Attention(nn.Module):
         nobody reads)."""
         b, t, c = x.shape
         q, k, v = self.project_qkv(x, context)
-        positions = torch.arange(t, device=x.device)[:, None]  # (T, 1) query positions
         if keep is not None:
             q = q.gather(2, keep[:, None, :, None].expand(-1, q.shape[1], -1, q.shape[3]))  # (B, H, Tq, hd)
-            positions, t = keep[:, None, :, None], keep.shape[1]  # (B, 1, Tq, 1)
         if causal and (mask is not None or keep is not None):
+            # query positions: (T, 1), or (B, 1, Tq, 1) for the kept rows
+            positions = torch.arange(t, device=x.device)[:, None] if keep is None else keep[:, None, :, None]
             causal_mask = torch.arange(k.shape[2], device=x.device) <= positions  # (..., Tq, Tk)
             mask, causal = causal_mask if mask is None else mask & causal_mask, False
+        t = t if keep is None else keep.shape[1]
         y = F.scaled_dot_product_attention(
             q,
             k,
