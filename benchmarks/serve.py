@@ -34,10 +34,7 @@ import contextlib
 import io
 import json
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -47,6 +44,7 @@ import httpx
 import torch
 
 import polymodal
+from polymodal.serve.process import serve_in_process
 
 CONCURRENCY = (1, 8, 32)
 
@@ -131,12 +129,6 @@ def wider_model(folder: Path, width: int) -> str:
 # --- the server --------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class Server:
     url: str
@@ -152,33 +144,9 @@ def cpu_seconds(pid: int) -> float:
 @contextlib.contextmanager
 def server(model: str, settings: dict, threads: int | None = None):
     """``polymodal.serve.run`` in a child process (``threads`` torch threads); yields a :class:`Server`."""
-    port = free_port()
-    config = {"models": [model], "port": port, "log_level": "warning", "cache_entries": 0, **settings}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "serve.json"
-        path.write_text(json.dumps(config))
-        code = "import sys; from polymodal.serve import ServeConfig, run; run(ServeConfig.from_json(sys.argv[1]))"
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
-        process = subprocess.Popen([sys.executable, "-c", code, str(path)], env=env)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_ready(process, url)
-            yield Server(url, process.pid)
-        finally:
-            process.terminate()
-            process.wait(30)
-
-
-def wait_ready(process: subprocess.Popen, url: str, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("the server process exited")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise RuntimeError("the server did not become ready")
+    config = {"models": [model], "log_level": "warning", "cache_entries": 0, **settings}
+    with serve_in_process(config, threads) as (process, url):
+        yield Server(url, process.pid)
 
 
 def batch_totals(url: str, op: str) -> tuple[float, float]:

@@ -2,13 +2,7 @@
 limits): every input gets its documented answer (a 4xx with a clear message, or 200 for odd but valid
 media), the server stays up, and its memory stays bounded (RSS of the server process, read from /proc)."""
 
-import contextlib
-import json
-import os
-import socket
 import struct
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 from serve_helpers import corrupted, data_uri, encode, picture, png_claiming, tone, wav_bytes
+
+from polymodal.serve.process import serve_in_process
 
 pytest.importorskip("soundfile")
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc")
@@ -124,12 +120,6 @@ def corpus() -> list[Case]:
     ]  # fmt: skip
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
     """Resident memory (``VmRSS``) or its peak (``VmHWM``) of a process, in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -138,43 +128,12 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     raise AssertionError(f"no {field} for {pid}")
 
 
-@contextlib.contextmanager
-def server_process(tmp_path: Path, asr):
-    """``polymodal.serve.run`` in its own process (tiny-clip and a tiny ASR); yields (process, base URL)."""
-    port = free_port()
-    config = {
-        "models": ["tiny-clip", f"asr={asr.save(tmp_path / 'asr')}"],
-        "port": port,
-        "log_level": "warning",
-    }
-    path = tmp_path / "serve.json"
-    path.write_text(json.dumps(config))
-    code = "import sys; from polymodal.serve import ServeConfig, run; run(ServeConfig.from_json(sys.argv[1]))"
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    process = subprocess.Popen([sys.executable, "-c", code, str(path)], env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(process, url)
-        yield process, url
-    finally:
-        process.terminate()
-        process.wait(20)
-
-
-def wait_ready(process: subprocess.Popen, url: str, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the server process exited"
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise AssertionError("the server did not become ready")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, asr):
-    with server_process(tmp_path_factory.mktemp("memory"), asr) as running:
+    """``polymodal.serve.run`` in its own process (tiny-clip and a tiny ASR); yields (process, base URL)."""
+    folder = tmp_path_factory.mktemp("memory")
+    config = {"models": ["tiny-clip", f"asr={asr.save(folder / 'asr')}"], "log_level": "warning"}
+    with serve_in_process(config, threads=2, ready_timeout_s=90) as running:
         yield running
 
 

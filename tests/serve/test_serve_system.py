@@ -152,3 +152,11 @@ def test_web_page_hook_serves_a_static_folder(tmp_path):
     mount_web_page(bare, tmp_path / "no-page-here")
     page = TestClient(bare).get("/")
     assert page.status_code == 404 and "/docs" in error_of(page)["message"]
+
+
+def test_a_server_process_that_cannot_start_is_reported_at_once(tmp_path):
+    from polymodal.serve.process import serve_in_process
+
+    settings = {"models": [str(tmp_path / "no-such-model")], "log_level": "error"}
+    with pytest.raises(RuntimeError, match="exited with code"), serve_in_process(settings):
+        pass
