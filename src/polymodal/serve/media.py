@@ -110,6 +110,25 @@ def decode_audio(data: bytes, target_sr: int, max_seconds: float, param: str | N
         raise ServeError(400, str(e), "invalid_audio", param) from None
 
 
+MEDIA_NOUNS = {"image": "an image", "audio": "audio"}  # how error messages name one input of a kind
+
+
+def inline_bytes(ref: object, kind: str, param: str | None = None) -> bytes:
+    """The bytes a request carries inline for ``kind`` ("image" | "audio"): a data URI whose MIME type is
+    of that kind, or bare base64; anything else is a 400 (415 for a data URI of another type)."""
+    noun = MEDIA_NOUNS[kind]
+    if not isinstance(ref, str) or not ref:
+        raise ServeError(
+            400, f"{noun} must be a non-empty string (data URI or base64)", f"invalid_{kind}", param
+        )
+    if ref.startswith("data:"):
+        mime, data = split_data_uri(ref, f"the {kind}", param)
+        if not mime.startswith(f"{kind}/"):
+            raise ServeError(415, f"the data URI holds {mime!r}, not {noun}", f"unsupported_{kind}", param)
+        return data
+    return decode_base64(ref, f"the {kind}", param)
+
+
 @dataclass(frozen=True)
 class MediaReader:
     """Turns image and audio references from requests into bytes and decoded inputs under the limits.
@@ -121,20 +140,9 @@ class MediaReader:
 
     def image_bytes(self, ref: str, param: str | None = None) -> bytes:
         """The encoded image a reference names: a data URI, an http(s) URL (if allowed) or bare base64."""
-        if not isinstance(ref, str) or not ref:
-            raise ServeError(
-                400, "an image must be a non-empty string (data URI or base64)", "invalid_image", param
-            )
-        if ref.startswith("data:"):
-            mime, data = split_data_uri(ref, "the image", param)
-            if not mime.startswith("image/"):
-                raise ServeError(
-                    415, f"the data URI holds {mime!r}, not an image", "unsupported_image", param
-                )
-            return data
-        if ref.startswith(("http://", "https://")):
+        if isinstance(ref, str) and ref.startswith(("http://", "https://")):
             return fetch_url(ref, self.fetch)
-        return decode_base64(ref, "the image", param)
+        return inline_bytes(ref, "image", param)
 
     def image(self, data: bytes, param: str | None = None) -> Image.Image:
         """Decode encoded image bytes."""
@@ -142,16 +150,7 @@ class MediaReader:
 
     def audio_bytes(self, ref: str, param: str | None = None) -> bytes:
         """The encoded audio a reference names: a data URI or bare base64 (audio URLs are never fetched)."""
-        if not isinstance(ref, str) or not ref:
-            raise ServeError(
-                400, "audio must be a non-empty string (data URI or base64)", "invalid_audio", param
-            )
-        if ref.startswith("data:"):
-            mime, data = split_data_uri(ref, "the audio", param)
-            if not mime.startswith("audio/"):
-                raise ServeError(415, f"the data URI holds {mime!r}, not audio", "unsupported_audio", param)
-            return data
-        return decode_base64(ref, "the audio", param)
+        return inline_bytes(ref, "audio", param)
 
     def audio(self, data: bytes, target_sr: int, param: str | None = None) -> np.ndarray:
         """Decode encoded audio bytes to mono float32 at ``target_sr``."""
