@@ -11,6 +11,7 @@ from polymodal.data.instructions import (
     short_caption,
 )
 from polymodal.data.worlds.shapes import ShapesWorld
+from polymodal.data.worlds.shapes_qa import referring_expressions
 from polymodal.eval.grounding import parse_box
 from polymodal.eval.hallucination import chair_scores
 
@@ -38,6 +39,15 @@ def test_grounding_answer_is_the_referred_objects_box():
         messages = conversation(scene, "grounding", rng)
         box = parse_box(messages[1]["content"])
         assert any(np.allclose(box, o.bbox, atol=0.006) for o in scene.objects)
+
+
+def test_grounding_of_a_scene_where_nothing_stands_out_falls_back_to_a_caption():
+    # two pairs of alike objects with no clear extreme: no referring expression picks one out
+    scene = ShapesWorld(seed=3, split="train").scene(12800)
+    assert not referring_expressions(scene)
+    messages = conversation(scene, "grounding", np.random.default_rng(0))
+    assert messages[1]["content"] == short_caption(scene)
+    InstructionSamples(InstructionDataConfig(mix={"grounding": 1.0}, seed=3))(12800)  # no crash
 
 
 def test_samples_are_pure_functions_of_the_index_and_follow_the_mix():

@@ -73,7 +73,10 @@ def _single(scene: Scene, kind: str, rng: np.random.Generator) -> tuple[str, str
         qa = _pick(rng, questions(scene, rng))
         return qa.question, qa.answer
     if kind == "grounding":
-        expression, box = _pick(rng, referring_expressions(scene))
+        expressions = referring_expressions(scene)
+        if not expressions:  # no object can be singled out (e.g. two alike, side by side): caption it
+            return _single(scene, "caption_short", rng)
+        expression, box = _pick(rng, expressions)
         return _pick(rng, GROUND_PROMPTS).format(expression), format_box(box)
     raise ValueError(f"unknown instruction kind {kind!r}; expected one of {INSTRUCTION_KINDS}")
 

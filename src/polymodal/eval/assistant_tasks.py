@@ -120,12 +120,14 @@ def shapes_grounding(pipeline, n: int | None = None, seed: int = 0) -> tuple[int
     count = n or DEFAULT_N
     scenes, images = _scenes("test", count, seed, _size(pipeline))
     rng = np.random.default_rng([seed, 37])
-    picked = []
-    for scene in scenes:
+    picked, asked = [], []
+    for scene, image in zip(scenes, images, strict=True):
         refs = referring_expressions(scene)
-        picked.append(refs[int(rng.integers(len(refs)))])
-    replies = ask_many(pipeline, images, [f"where is {expr}?" for expr, _ in picked], max_tokens=24)
-    return count, grounding_scores([parse_box(r) for r in replies], [box for _, box in picked])
+        if refs:  # a scene where no object can be singled out (two alike, nothing extreme) is skipped
+            picked.append(refs[int(rng.integers(len(refs)))])
+            asked.append(image)
+    replies = ask_many(pipeline, asked, [f"where is {expr}?" for expr, _ in picked], max_tokens=24)
+    return len(picked), grounding_scores([parse_box(r) for r in replies], [box for _, box in picked])
 
 
 def shapes_hallucination(pipeline, n: int | None = None, seed: int = 0) -> tuple[int, dict[str, Any]]:
