@@ -220,8 +220,8 @@ def world_corpus(n: int = 20000, seed: int = 0) -> list[str]:
         qa = shapes.questions(scene, rng)
         pick = qa[int(rng.integers(len(qa)))]
         texts += [pick.question, pick.answer]
-        refs = shapes.referring_expressions(scene)
-        texts.append(refs[int(rng.integers(len(refs)))][0])
+        refs = shapes.referring_expressions(scene)  # none when no object can be singled out
+        texts += [refs[int(rng.integers(len(refs)))][0]] if refs else []
         i += 1
     return texts[:n]
 
