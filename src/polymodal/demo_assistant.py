@@ -4,6 +4,7 @@ checked against the scene graph, and a picture with the boxes drawn."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,21 @@ def _draw_box(image, box, scale: int = 4):
     return big
 
 
+def _groundable(world) -> Iterator[tuple[int, Any, tuple[str, Any]]]:
+    """(index, scene, its first referring expression and box) for each scene of ``world`` in which some
+    object can be singled out (almost all), so that there is something to ground."""
+    from polymodal.data.worlds.shapes import referring_expressions
+
+    for i in itertools.count():
+        scene = world.scene(i)
+        expressions = referring_expressions(scene)
+        if expressions:
+            yield i, scene, expressions[0]
+
+
 def run_assistant_demo(assistant, out: Path, console: Console, seed: int = 7) -> dict[str, Any]:
     """Caption, count and ground on the first gallery scenes; returns the fraction of correct answers."""
-    from polymodal.data.worlds.shapes import ShapesWorld, referring_expressions
+    from polymodal.data.worlds.shapes import ShapesWorld
     from polymodal.data.worlds.shapes_scene import NUMBER_WORDS
     from polymodal.eval.grounding import box_iou
     from polymodal.viz import image_grid
@@ -33,13 +46,9 @@ def run_assistant_demo(assistant, out: Path, console: Console, seed: int = 7) ->
     for col in ("image", "caption", "how many shapes?", "where is ...?", "IoU"):
         table.add_column(col)
     correct, pictures, labels = 0, [], []
-    # scenes where some object can be singled out (almost all), so that there is something to ground
-    groundable = (i for i in itertools.count() if referring_expressions(world.scene(i)))
-    for i in itertools.islice(groundable, DEMO_SCENES):
-        scene = world.scene(i)
+    for i, scene, (expression, true_box) in itertools.islice(_groundable(world), DEMO_SCENES):
         image = world.render(scene)
         count = assistant.ask(image, "how many shapes are there?")
-        expression, true_box = referring_expressions(scene)[0]
         try:
             box = assistant.ground(image, expression)
             iou = box_iou([v / image.width for v in box], true_box)
