@@ -159,3 +159,22 @@ def test_chat_batches_have_their_own_smaller_cap(serve):
         batchers = client.app.state.serve.batchers
         assert batchers[("tiny-clip", "embed_text")].max_batch_size == 48
         assert batchers[("tiny-assistant", "chat")].max_batch_size == 3
+
+
+def test_an_error_in_an_inputs_place_fails_its_request_only():
+    def halve(xs):  # odd inputs come back as their error, as an image that does not decode does
+        return [ValueError(f"odd {x}") if x % 2 else x // 2 for x in xs]
+
+    async def main():
+        calls = []
+        b = await started(lambda xs: calls.append(len(xs)) or halve(xs), max_batch_size=16, max_wait_ms=50)
+        results = await asyncio.gather(
+            b.submit([2, 4]), b.submit([6, 3]), b.submit([8]), return_exceptions=True
+        )
+        await b.stop()
+        return calls, results
+
+    calls, (first, second, third) = run(main())
+    assert first == [1, 2] and third == [4]
+    assert isinstance(second, ValueError) and str(second) == "odd 3"
+    assert calls == [5]  # one call, no retries

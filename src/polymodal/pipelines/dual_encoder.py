@@ -36,16 +36,25 @@ class DualEncoderPipeline(Pipeline):
     def embed_dim(self) -> int:
         return self.model.embed_dim
 
-    @torch.inference_mode()
     def embed_text(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Embed texts -> (N, D) float32, L2-normalised."""
+        return self.embed_text_counted(texts, batch_size)[0]
+
+    @torch.inference_mode()
+    def embed_text_counted(
+        self, texts: Sequence[str], batch_size: int = 256
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`embed_text` plus the tokens the model read per text (N,) int64, special tokens included
+        and truncation to the context length applied: what an API reports as usage, from the same
+        tokenisation."""
         if isinstance(texts, str):
             raise TypeError("embed_text takes a list of strings; wrap a single text in a list")
-        out = [np.zeros((0, self.embed_dim), np.float32)]
+        out, counts = [np.zeros((0, self.embed_dim), np.float32)], [np.zeros(0, np.int64)]
         for chunk in _batches(list(texts), batch_size):
             ids, mask = self.tokenizer(list(chunk), context_length=self.context_length)
             out.append(encode_texts(self.model, ids.to(self.device), mask.to(self.device)).cpu().numpy())
-        return np.concatenate(out)
+            counts.append(mask.sum(dim=1).numpy().astype(np.int64))
+        return np.concatenate(out), np.concatenate(counts)
 
     @torch.inference_mode()
     def embed_image(self, images: Sequence[Any], batch_size: int = 64) -> np.ndarray:

@@ -5,7 +5,8 @@ request, then collects more until the batch holds ``max_batch_size`` inputs or `
 and runs one batched call on the compute executor (torch releases the GIL, so the event loop keeps
 answering). A full queue is refused at once with 429 (never a hang); a request that waits and computes for
 longer than ``timeout_s`` gets 504. When a batched call raises, every request in it is retried alone, so
-only the bad request gets its error.
+only the bad request gets its error; a call may also return an exception in an input's place (an image
+that does not decode), which fails that input's request alone without a retry.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from polymodal.serve.errors import ServeError
 
 log = logging.getLogger("polymodal.serve")
 
-BatchFn = Callable[[list[Any]], Sequence[Any]]  # inputs -> one result per input, in order
+BatchFn = Callable[[list[Any]], Sequence[Any]]  # inputs -> one result (or exception) per input, in order
 
 
 @dataclass
@@ -194,7 +195,9 @@ class MicroBatcher:
             return [self._run_alone(job) for job in jobs]
         out, start = [], 0
         for job in jobs:
-            out.append(results[start : start + len(job.inputs)])
+            mine = results[start : start + len(job.inputs)]
+            failed = next((r for r in mine if isinstance(r, BaseException)), None)
+            out.append(mine if failed is None else failed)  # an input's error fails its request only
             start += len(job.inputs)
         return out
 

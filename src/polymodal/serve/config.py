@@ -47,7 +47,7 @@ class ServeConfig:
     url_timeout_s: float = 5.0  # connect and read timeout of one image URL fetch
     index: str | None = None  # index folder (``polymodal index``) that /v1/search queries
     index_model: str | None = None  # the loaded model that queries the index; default: the one that built it
-    compute_threads: int = 1  # threads running model calls (each call already uses torch's intra-op threads)
+    compute_threads: int = 1  # model-call threads; 1: the process's torch thread (serve/compute.py)
     max_connections: int = 256  # concurrent connections uvicorn accepts before answering 503
     log_level: str = "info"  # critical | error | warning | info | debug
 

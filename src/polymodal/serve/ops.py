@@ -1,10 +1,11 @@
 """The batched model calls behind the routes: what each kind of pipeline can do, and one function per
-operation that maps a list of decoded inputs to one result per input (run by a :class:`MicroBatcher`)."""
+operation that maps a list of inputs to one result per input (run by a :class:`MicroBatcher`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,8 @@ from polymodal.pipelines.assistant import AssistantPipeline
 from polymodal.pipelines.base import Pipeline
 from polymodal.pipelines.dual_encoder import DualEncoderPipeline
 from polymodal.pipelines.speech import SpeechPipeline
+from polymodal.serve.errors import ServeError
+from polymodal.serve.media import MediaReader
 
 
 def capabilities(pipeline: Pipeline) -> tuple[str, ...]:
@@ -98,21 +101,66 @@ def _rows(matrix: np.ndarray) -> list[np.ndarray]:
     return rows
 
 
+def _text_rows(vectors: np.ndarray, tokens: np.ndarray) -> tuple[list[np.ndarray], list[int]]:
+    return _rows(vectors), [int(n) for n in tokens]
+
+
 # A batch of images runs through the model in chunks of this many: convolution activations of large
 # batches outgrow the caches (benchmarks/serve.py, offline images/s at batch 8 vs 64: tiny-clip 1601 vs
 # 1518, the same at width 512 233 vs 176), while texts gain from the largest batch (2151 vs 3350/s).
 IMAGE_CHUNK = 16
 
 
-def batch_function(pipeline: Pipeline, op: str) -> Callable[[list[Any]], list[Any]]:
-    """The batched call of ``op`` on ``pipeline`` (inputs are already decoded by the request)."""
-    if op == "embed_text":
-        return lambda texts: _rows(pipeline.embed_text(texts))
+@dataclass(frozen=True)
+class Encoded:
+    """An image or clip to embed, as the request sent it; the batch that embeds it decodes it, on the
+    torch thread, one input after another as offline embedding does (decoding on other threads while
+    the model runs took cores from torch's threads)."""
+
+    data: bytes
+    param: str | None  # names the input in error messages: "input[3]"
+
+
+def _embed_encoded(
+    decode: Callable[[Encoded], Any], embed: Callable[[list[Any]], np.ndarray], items: list[Encoded]
+) -> list[Any]:
+    """Decode each input and embed those that decode in one call; an input that does not decode keeps
+    its :class:`ServeError` in its place, which fails its request only (see :class:`MicroBatcher`)."""
+    results: list[Any] = []
+    for item in items:
+        try:
+            results.append(decode(item))
+        except ServeError as e:
+            results.append(e)
+    good = [i for i, r in enumerate(results) if not isinstance(r, ServeError)]
+    if good:
+        for i, row in zip(good, _rows(embed([results[i] for i in good])), strict=True):
+            results[i] = row
+    return results
+
+
+def batch_function(
+    pipeline: Pipeline, op: str, media: MediaReader | None = None
+) -> Callable[[list[Any]], list[Any]]:
+    """The batched call of ``op`` on ``pipeline``. Embeddings of images and audio take :class:`Encoded`
+    inputs and decode them with ``media``; the other operations take decoded inputs."""
+    if op == "embed_text":  # (vector, tokens) per text: the usage comes from the model's tokenisation
+        return lambda texts: list(zip(*_text_rows(*pipeline.embed_text_counted(texts)), strict=True))
+    if op in ("embed_image", "embed_audio") and media is None:
+        raise ValueError(f"{op} decodes its inputs: pass the server's MediaReader")
     if op == "embed_image":
-        return lambda images: _rows(pipeline.embed_image(images, batch_size=IMAGE_CHUNK))
+        return partial(
+            _embed_encoded,
+            lambda item: media.image(item.data, item.param),
+            lambda images: pipeline.embed_image(images, batch_size=IMAGE_CHUNK),
+        )
     if op == "embed_audio":
         rate = model_sample_rate(pipeline)
-        return lambda waves: _rows(pipeline.embed_audio(waves, sample_rate=rate))
+        return partial(
+            _embed_encoded,
+            lambda item: media.audio(item.data, rate, item.param),
+            lambda waves: pipeline.embed_audio(waves, sample_rate=rate),
+        )
     if op == "chat":
         return lambda jobs: run_chat(pipeline, jobs)
     if op == "transcribe":

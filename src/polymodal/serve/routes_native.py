@@ -61,12 +61,11 @@ async def search_gallery(body: SearchRequest, state: State) -> dict[str, Any]:
         raise ServeError(404, "this server has no search index; start it with --index FOLDER", "no_index")
     _one_of(body.image, body.query, "query")
     name = state.index_model
-    pipeline = state.pipelines[name]
     if body.query is not None:
         check_text(body.query, state.config.max_text_chars, "query")
         (vector,) = await embed_texts(state, name, [body.query])
     else:
-        (vector,) = await embed_media(state, name, pipeline, [body.image], "image", ["image"])
+        (vector,) = await embed_media(state, name, [body.image], "image", ["image"])
     hits = await asyncio.to_thread(state.index.search, vector[None], body.k)
     results = [
         {"rank": rank, "score": hit.score, "id": hit.id, "metadata": hit.metadata}

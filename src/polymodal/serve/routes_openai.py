@@ -17,7 +17,7 @@ from polymodal.serve.ops import capabilities
 from polymodal.serve.schemas import ChatRequest, EmbeddingsRequest
 from polymodal.serve.state import ServeState
 from polymodal.serve.streaming import stream_chat
-from polymodal.serve.tasks import chat_reply, embed_media, embed_texts, indexed, transcribe
+from polymodal.serve.tasks import chat_reply, embed_media, embed_texts_counted, indexed, transcribe
 
 router = APIRouter(tags=["OpenAI-compatible"])
 State = Annotated[ServeState, Depends(get_state)]
@@ -28,13 +28,6 @@ def encode_embedding(vector: np.ndarray, encoding_format: str) -> list[float] | 
     if encoding_format == "base64":
         return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
     return np.asarray(vector, dtype=np.float32).tolist()
-
-
-def _text_tokens(pipeline: Any, texts: list[str]) -> int:
-    """Tokens the model reads from ``texts`` (each cut at the context length, as embedding does); one
-    batched call into the tokenizer (per-text calls cost as much as the model on small requests)."""
-    encodings = pipeline.tokenizer.tokenizer.encode_batch(texts)
-    return sum(min(len(e.ids), pipeline.context_length) for e in encodings)
 
 
 @router.post("/v1/embeddings", dependencies=[Depends(require_json)])
@@ -54,13 +47,10 @@ async def create_embeddings(body: EmbeddingsRequest, state: State) -> dict[str, 
     if body.modality == "text":
         for i, text in enumerate(inputs):
             check_text(text, config.max_text_chars, f"input[{i}]")
-        vectors = await embed_texts(state, name, inputs)
-        tokens = _text_tokens(pipeline, inputs)
+        vectors, tokens = await embed_texts_counted(state, name, inputs)
     else:
         check_count(len(inputs), config.max_images_per_request, f"{body.modality} inputs", "input")
-        vectors = await embed_media(
-            state, name, pipeline, inputs, body.modality, indexed("input", len(inputs))
-        )
+        vectors = await embed_media(state, name, inputs, body.modality, indexed("input", len(inputs)))
         tokens = 0
     data = [
         {"object": "embedding", "index": i, "embedding": encode_embedding(v, body.encoding_format)}

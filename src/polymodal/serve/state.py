@@ -13,6 +13,7 @@ from typing import Any
 from polymodal.pipelines.base import Pipeline
 from polymodal.serve.batching import MicroBatcher, QueueFull
 from polymodal.serve.cache import MISSING, LRUCache
+from polymodal.serve.compute import torch_thread
 from polymodal.serve.config import ServeConfig, model_alias, model_source
 from polymodal.serve.errors import ServeError
 from polymodal.serve.fetch import FetchPolicy
@@ -24,10 +25,14 @@ log = logging.getLogger("polymodal.serve")
 
 
 def load_pipelines(config: ServeConfig) -> dict[str, Pipeline]:
-    """Load every model of ``config.models`` (``ALIAS=SOURCE`` entries are served as ALIAS)."""
+    """Load every model of ``config.models`` (``ALIAS=SOURCE`` entries are served as ALIAS), on the
+    process's torch thread (see :mod:`polymodal.serve.compute`); blocks until they are loaded."""
     from polymodal.hub import load
 
-    return {model_alias(e): load(model_source(e), precision=config.precision) for e in config.models}
+    def load_all() -> dict[str, Pipeline]:
+        return {model_alias(e): load(model_source(e), precision=config.precision) for e in config.models}
+
+    return torch_thread().submit(load_all).result()
 
 
 class Slots:
@@ -78,12 +83,16 @@ class ServeState:
     def start(self) -> None:
         """Start the compute threads and one batcher per (model, batched operation) on the running loop."""
         c = self.config
-        self.executor = ThreadPoolExecutor(c.compute_threads, thread_name_prefix="polymodal-compute")
+        self.executor = (
+            torch_thread()
+            if c.compute_threads == 1
+            else ThreadPoolExecutor(c.compute_threads, thread_name_prefix="polymodal-compute")
+        )
         for name, pipeline in self.pipelines.items():
             for op in (op for op in capabilities(pipeline) if op in BATCHED_OPS):
                 size = c.max_chat_batch_size if op == "chat" else c.max_batch_size
                 batcher = MicroBatcher(
-                    f"{name}:{op}", batch_function(pipeline, op), self.executor, size,
+                    f"{name}:{op}", batch_function(pipeline, op, self.media), self.executor, size,
                     c.max_wait_ms, c.queue_size, c.request_timeout_s, self.metrics.on_batch,
                 )  # fmt: skip
                 batcher.start()
@@ -95,8 +104,9 @@ class ServeState:
         self.ready = False
         await asyncio.gather(*(b.stop() for b in self.batchers.values()))
         self.batchers.clear()
-        if self.executor is not None:
+        if self.executor is not None and self.executor is not torch_thread():
             self.executor.shutdown(wait=False, cancel_futures=True)
+        self.executor = None
 
     # --- lookups -------------------------------------------------------------------------------------
 
