@@ -21,6 +21,19 @@ def test_batch_has_every_key_the_losses_read(tokenizer):
     assert b["question_ids"].shape[0] == b["answer_ids"].shape[0] == 12
     assert b["question_image"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
     assert b["attention_mask"].dtype == torch.bool and b["answer_ids"].dtype == torch.long
+    assert b["question_points"].shape == (12, 2, 2) and b["question_points_mask"].shape == (12, 2)
+
+
+def test_question_points_hold_the_named_objects_in_order():
+    from polymodal.data.fusion_batches import question_points
+    from polymodal.data.worlds.shapes_qa import QA
+
+    asked = [QA("how many?", "two", "count"), QA("c?", "red", "color", ((0.2, 0.3),)),
+             QA("s?", "no", "spatial", ((0.1, 0.9), (0.7, 0.4)))]  # fmt: skip
+    out = question_points(asked)
+    assert out["question_points_mask"].tolist() == [[False, False], [True, False], [True, True]]
+    torch.testing.assert_close(out["question_points"][2], torch.tensor([[0.1, 0.9], [0.7, 0.4]]))
+    torch.testing.assert_close(out["question_points"][1, 0], torch.tensor([0.2, 0.3]))
 
 
 def test_batches_are_a_pure_function_of_the_index(tokenizer):

@@ -106,13 +106,14 @@ def test_question_answers_agree_with_the_scene_graph():
                 assert q.answer == ("yes" if (m[1], m[2]) in scene.pairs else "no")
             elif m := re.fullmatch(r"what color is the (?:(small|large) )?(\w+)\?", q.question):
                 (obj,) = scene.find(shape=m[2], size=m[1])
-                assert q.answer == obj.color
+                assert q.answer == obj.color and q.points == ((obj.cx, obj.cy),)
             elif m := re.fullmatch(r"is the (?:(small|large) )?(\w+) (\w+) (left of|right of|above|below) the (?:(small|large) )?(\w+) (\w+)\?", q.question):  # fmt: skip
                 (a,) = scene.find(color=m[2], shape=m[3], size=m[1])
                 (b,) = scene.find(color=m[6], shape=m[7], size=m[5])
                 word = m[4].split()[0]
                 truth = relation(a, b, "x" if word in ("left", "right") else "y")
                 assert q.answer == ("yes" if truth == word else "no")
+                assert q.points == ((a.cx, a.cy), (b.cx, b.cy))  # in the order the question names them
     assert kinds == {"count", "color", "shape", "exists", "spatial"}
 
 

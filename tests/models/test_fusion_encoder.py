@@ -2,13 +2,14 @@ import pytest
 import torch
 
 from polymodal.config import ConfigError, from_dict, to_dict
-from polymodal.models.fusion_encoder import FusionEncoder, FusionEncoderConfig
+from polymodal.models.fusion_encoder import DEFAULT_HEADS, FusionEncoder, FusionEncoderConfig
 from polymodal.modules.fusion_losses import (
     itc_loss,
     itm_loss,
     mim_loss,
     mlm_loss,
     multitask_loss,
+    point_loss,
     vqa_loss,
 )
 from polymodal.modules.fusion_masking import IGNORE_INDEX, mim_mask, mine_hard_negatives, mlm_mask
@@ -51,7 +52,12 @@ def batch(n: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
         "question_ids": ids[:, :6].clone(),
         "question_mask": mask[:, :6].clone(),
         "answer_ids": torch.randint(0, 5, (n,), generator=g),
+        "question_points": torch.rand(n, 2, 2, generator=g),
+        "question_points_mask": torch.tensor([[True, True], [True, False], [False, False], [True, True]])[:n],
     }
+
+
+POINTED = [*DEFAULT_HEADS, "point"]
 
 
 def test_forward_outputs_and_task_methods():
@@ -74,12 +80,13 @@ TASKS = {
     "mlm": (lambda m, b, g: mlm_loss(m, b, generator=g), "mlm_transform"),
     "mim": (lambda m, b, g: mim_loss(m, b, generator=g), "mim_head"),
     "vqa": (lambda m, b, g: vqa_loss(m, b), "answer_head"),
+    "point": (lambda m, b, g: point_loss(m, b), "pointer"),
 }
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_each_loss_is_finite_and_trains_its_head_and_the_towers(task):
-    model, b = tiny(), batch()
+    model, b = tiny(heads=POINTED) if task == "point" else tiny(), batch()
     run, head = TASKS[task]
     loss, metrics = run(model, b, torch.Generator().manual_seed(0))
     assert loss.dim() == 0 and torch.isfinite(loss)
@@ -219,6 +226,11 @@ def test_missing_batch_keys_and_disabled_heads_raise():
         ({"heads": ["mlm"], "vocab_size": 99}, "tie_mlm_head"),
         ({"itm_mining_temperature": 0.0}, "itm_mining_temperature"),
         ({"answers": ["yes", "no"]}, "answers must be 5 distinct"),
+        ({"heads": ["itc", "point"]}, "enable vqa too"),
+        (
+            {"heads": ["vqa", "point"], "fusion": {"type": "transformer", "style": "albef", "width": 16}},
+            "point head needs fused image",
+        ),
     ],
 )
 def test_bad_configs_raise(overrides, message):
@@ -422,3 +434,19 @@ def test_an_audio_tower_plugs_into_the_fusion_encoder():
     total.backward()
     assert torch.isfinite(total) and set(weights) <= set(parts)
     assert model.image_tokens(b["images"]).shape[:2] == (4, 8)
+
+
+def test_the_point_head_feeds_the_answer_and_shares_one_pass_with_vqa():
+    model, b = tiny(heads=POINTED), batch()
+    out = model(b["images"], b["question_ids"], b["question_mask"])
+    points = out["points"]
+    assert points.shape == (4, 2, 2) and bool(((points >= 0) & (points <= 1)).all())
+    torch.testing.assert_close(
+        model.answer_logits(b["images"], b["question_ids"], b["question_mask"]), out["answer_logits"]
+    )
+    assert model.answer_head.fc1.in_features == 16 + 6  # pooled + two points + their difference
+    total, parts = multitask_loss(model, b, {"vqa": 1.0, "point": 1.0})
+    assert set(parts) >= {"vqa", "point", "vqa_acc", "point_l1"}
+    torch.testing.assert_close(total, parts["vqa"] + parts["point"])
+    none_named = {**b, "question_points_mask": torch.zeros(4, 2, dtype=torch.bool)}
+    assert point_loss(model, none_named)[0].item() == 0.0

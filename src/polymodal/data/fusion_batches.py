@@ -9,7 +9,8 @@ Sample ``pos`` of batch ``index`` is scene ``index * batch_size + pos`` of the s
 - one contradicting caption (a colour swap, shape swap, relation flip or count change, the kinds taken in
   turn) as an extra ITM negative, so that matching learns every kind of contradiction;
 - ``questions_per_scene`` questions about the scene with the ids of their answers in the model's answer
-  vocabulary (vqa); ``question_image`` names each question's scene (the image tower runs once per scene).
+  vocabulary (vqa); ``question_image`` names each question's scene (the image tower runs once per scene);
+  ``question_points`` / ``question_points_mask``: the centres of the objects each question names (point).
 
 The keys are those of :mod:`polymodal.modules.fusion_losses`.
 """
@@ -73,6 +74,18 @@ def caption_truth(scenes: list[Scene], texts: list[str]) -> torch.Tensor:
     """(B, B) bool: True where ``texts[j]`` is a true caption of ``scenes[i]`` (row = scene)."""
     truth = [true_captions(scene) for scene in scenes]
     return torch.tensor([[text in true for text in texts] for true in truth], dtype=torch.bool)
+
+
+def question_points(asked: list[QA], slots: int = 2) -> dict[str, torch.Tensor]:
+    """``question_points`` (Q, slots, 2): the centres of the objects each question names, in order, and
+    ``question_points_mask`` (Q, slots): which slots a question fills (the point head's targets)."""
+    points = torch.zeros(len(asked), slots, 2)
+    named = torch.zeros(len(asked), slots, dtype=torch.bool)
+    for row, qa in enumerate(asked):
+        for slot, centre in enumerate(qa.points[:slots]):
+            points[row, slot] = torch.tensor(centre)
+            named[row, slot] = True
+    return {"question_points": points, "question_points_mask": named}
 
 
 def pick_question(scene: Scene, rng: np.random.Generator, balance_kinds: bool) -> QA:
@@ -161,6 +174,7 @@ class FusionBatches:
             "question_mask": question_mask,
             "answer_ids": torch.tensor([self.answer_ids[q.answer] for q in asked], dtype=torch.long),
             "question_image": torch.arange(size).repeat_interleave(cfg.questions_per_scene),
+            **question_points(asked),
         }
         if cfg.contradictions:
             out["neg_input_ids"], out["neg_attention_mask"] = ids[size:], mask[size:]

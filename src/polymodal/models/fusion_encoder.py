@@ -24,12 +24,16 @@ from torch import Tensor, nn
 
 from polymodal.config import ConfigError, from_dict
 from polymodal.modules.fusion import FUSIONS, FusionConfig, FusionOutput, build_fusion
+from polymodal.modules.fusion_pointer import PointerReadout
 from polymodal.modules.layers import MLP, init_weights
 from polymodal.modules.text import pool_tokens
 from polymodal.registry import blank_input, build_encoder, encoder_config
 
-HEADS = ("itc", "itm", "mlm", "mim", "vqa")
-TOKEN_HEADS = {"mlm": "text", "mim": "image"}  # heads that read the fused tokens of one modality
+HEADS = ("itc", "itm", "mlm", "mim", "vqa", "point")
+DEFAULT_HEADS = ("itc", "itm", "mlm", "mim", "vqa")  # point needs a square grid of image tokens: opt in
+# heads that read fused tokens of these modalities; "point" points at the objects a question names and
+# feeds the points to the vqa head (modules/fusion_pointer.py)
+TOKEN_HEADS = {"mlm": ("text",), "mim": ("image",), "point": ("image", "text")}
 
 
 @dataclass
@@ -41,7 +45,7 @@ class FusionEncoderConfig:
     vocab_size: int | None = None  # MLM output classes; None = the text tower's embedding rows
     num_answers: int = 23  # answer classes (len(shapes_qa.ANSWER_VOCAB) = 23 for the shapes world)
     answers: list[str] = field(default_factory=list)  # the vqa head's answer per class id; [] = unnamed
-    heads: list[str] = field(default_factory=lambda: list(HEADS))  # enabled heads, a subset of HEADS
+    heads: list[str] = field(default_factory=lambda: list(DEFAULT_HEADS))  # enabled heads, from HEADS
     tie_mlm_head: bool = True  # the MLM decoder shares the text tower's token embedding matrix
     mask_token_id: int = 1  # id written over masked text ([UNK] of the world BPE, which never emits it)
     special_token_ids: list[int] = field(default_factory=lambda: [0, 1, 2, 3])  # never masked (pad..eos)
@@ -66,12 +70,15 @@ class FusionEncoderConfig:
                 "FusionEncoderConfig: the itm head mines its negatives with itc; enable itc too"
             )
         fused = FUSIONS[fusion.type].token_outputs(fusion, ["image", "text"])
-        for head, modality in TOKEN_HEADS.items():
-            if head in self.heads and modality not in fused:
+        for head, modalities in TOKEN_HEADS.items():
+            missing = [m for m in modalities if m not in fused]
+            if head in self.heads and missing:
                 raise ConfigError(
-                    f"FusionEncoderConfig: the {head} head needs fused {modality} tokens, which fusion "
+                    f"FusionEncoderConfig: the {head} head needs fused {missing[0]} tokens, which fusion "
                     f"{fusion.type!r} (style {fusion.style!r}) does not give; drop the head or change the fusion"
                 )
+        if "point" in self.heads and "vqa" not in self.heads:
+            raise ConfigError("FusionEncoderConfig: the point head feeds the vqa head; enable vqa too")
         for name in ("embed_dim", "num_answers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"FusionEncoderConfig: {name} must be >= 1, got {getattr(self, name)}")
@@ -166,8 +173,12 @@ class FusionEncoder(nn.Module):
         if "mim" in self.heads:
             self.mim_token = nn.Parameter(torch.empty(image_width))
             self.mim_head = MLP(width, width, out_dim=image_width)
+        answer_in = width
+        if "point" in self.heads:
+            self.pointer = PointerReadout(width, _image_token_count(image_encoder))
+            answer_in += self.pointer.feature_dim
         if "vqa" in self.heads:
-            self.answer_head = MLP(width, 2 * width, out_dim=config.num_answers)
+            self.answer_head = MLP(answer_in, 2 * width, out_dim=config.num_answers)
         self._init_heads()
 
     def _init_heads(self) -> None:
@@ -179,6 +190,7 @@ class FusionEncoder(nn.Module):
             "mlm_decoder",
             "mim_head",
             "answer_head",
+            "pointer",
         ):
             if hasattr(self, name):
                 init_weights(getattr(self, name))
@@ -186,6 +198,8 @@ class FusionEncoder(nn.Module):
             self.image_positions.copy_(grid_positions(*self.image_positions.shape[1:]))
         if "mim" in self.heads:
             nn.init.trunc_normal_(self.mim_token, std=0.02)
+        if "point" in self.heads:
+            nn.init.trunc_normal_(self.pointer.slots, std=0.02)
         if "mlm" in self.heads and self.config.tie_mlm_head:
             embedding = _token_embedding(self.text_encoder)
             if embedding.num_embeddings != self.vocab_size:
@@ -280,6 +294,19 @@ class FusionEncoder(nn.Module):
         )
         return self.itm_head(fused.pooled).squeeze(-1)
 
+    def answer_readout(
+        self, fused: FusionOutput, question_mask: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Answer logits (B, num_answers) from fused question+image tokens, and with the point head the
+        points (B, 2, 2) at the objects the question names (which the answer head also reads)."""
+        self.require("vqa")
+        if "point" not in self.heads:
+            return self.answer_head(fused.pooled), None
+        tokens = fused.modality_tokens
+        points = self.pointer(tokens["text"], question_mask, tokens["image"])
+        features = torch.cat([fused.pooled, self.pointer.features(points).to(fused.pooled.dtype)], dim=-1)
+        return self.answer_head(features), points
+
     def answer_logits(
         self, images: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None
     ) -> Tensor:
@@ -288,7 +315,7 @@ class FusionEncoder(nn.Module):
         fused = self.fuse(
             self.image_tokens(images), self.text_tokens(input_ids, attention_mask), attention_mask
         )
-        return self.answer_head(fused.pooled)
+        return self.answer_readout(fused, attention_mask)[0]
 
     def forward(
         self,
@@ -310,5 +337,7 @@ class FusionEncoder(nn.Module):
         if "itm" in self.heads and image is not None and text is not None:
             out["match_logits"] = self.itm_head(fused.pooled).squeeze(-1)
         if "vqa" in self.heads and image is not None and text is not None:
-            out["answer_logits"] = self.answer_head(fused.pooled)
+            out["answer_logits"], points = self.answer_readout(fused, attention_mask)
+            if points is not None:
+                out["points"] = points
         return out

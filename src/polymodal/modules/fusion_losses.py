@@ -9,7 +9,9 @@ Each ``<task>_loss(model, batch, ...)`` returns ``(loss, metrics)``. Batch keys:
 - ``neg_input_ids`` / ``neg_attention_mask`` (B, T') and ``neg_valid`` (B,) optional: a caption that
   contradicts each image (a swapped colour, a flipped relation...), an extra ITM negative where valid;
 - ``question_ids`` / ``question_mask`` (Q, Tq) and ``answer_ids`` (Q,): questions about ``images`` (vqa),
-  one per image (Q = B) unless ``question_image`` (Q,) gives the image row each question is about.
+  one per image (Q = B) unless ``question_image`` (Q,) gives the image row each question is about;
+- ``question_points`` (Q, 2, 2) and ``question_points_mask`` (Q, 2) (point): the centres (x, y) in [0, 1]
+  of the objects each question names, subject first, and which of the two it names.
 
 :func:`multitask_loss` shares one pass of the towers between the tasks;
 :class:`polymodal.train.curriculum.Curriculum` gives the task weights (and context dropout) of a training step.
@@ -27,7 +29,7 @@ from polymodal.modules.fusion import modality_dropout as drop_modalities
 from polymodal.modules.fusion_masking import IGNORE_INDEX, mim_mask, mine_hard_negatives, mlm_mask
 from polymodal.modules.losses import _soft_cross_entropy, positive_mask
 
-TASKS = ("itc", "itm", "mlm", "mim", "vqa")
+TASKS = ("itc", "itm", "mlm", "mim", "vqa", "point")
 ITM_NEGATIVES = ("hard", "easy")  # itc-mined + contradicting captions (ALBEF) | uniform in-batch (bootstrap)
 MODALITIES = ("image", "text")
 Metrics = dict[str, Tensor]
@@ -44,6 +46,7 @@ class EncodedBatch:
 
     def __init__(self, model: nn.Module, batch: dict[str, Tensor]):
         self.model, self.batch = model, batch
+        self.shared: dict[str, object] = {}  # passes more than one task reads (the answer pass)
 
     @cached_property
     def image_tokens(self) -> Tensor:
@@ -241,6 +244,37 @@ def mim_loss(
     return F.mse_loss(predicted[masked].float(), target[masked].float()), {}
 
 
+def _answer_pass(
+    model: nn.Module,
+    batch: dict[str, Tensor],
+    encoded: EncodedBatch,
+    modality_dropout: dict[str, float] | None,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor | None]:
+    """Answer logits (Q, answers) and, with the point head, points (Q, 2, 2) for the batch's questions:
+    one fusion pass, shared by the vqa and point tasks of one batch."""
+    if "answer_pass" in encoded.shared:
+        return encoded.shared["answer_pass"]
+    _need(batch, ("images", "question_ids", "question_mask", "answer_ids"), "vqa")
+    image = encoded.image_tokens
+    if "question_image" in batch:  # several questions per image: each names its image row
+        rows = batch["question_image"]
+        if rows.dim() != 1 or bool((rows < 0).any() or (rows >= image.shape[0]).any()):
+            raise ValueError(f"question_image must be (Q,) image rows in [0, {image.shape[0]})")
+        image = image[rows]
+    if batch["answer_ids"].shape != (image.shape[0],) or batch["question_ids"].shape[0] != image.shape[0]:
+        raise ValueError(
+            f"answer_ids and question_ids need one row per question ({image.shape[0]}), got "
+            f"{tuple(batch['answer_ids'].shape)} and {tuple(batch['question_ids'].shape)}"
+        )
+    question_mask = batch["question_mask"]
+    questions = model.text_tokens(batch["question_ids"], question_mask)
+    masks = _context_masks(model, image, questions, question_mask, modality_dropout, "image", generator)
+    fused = model.fuse(image, questions, masks["text"], masks["image"])
+    encoded.shared["answer_pass"] = model.answer_readout(fused, masks["text"])
+    return encoded.shared["answer_pass"]
+
+
 def vqa_loss(
     model: nn.Module,
     batch: dict[str, Tensor],
@@ -252,28 +286,41 @@ def vqa_loss(
     ``modality_dropout["image"]`` hides the image per sample (the answer must then come from the question
     alone: the prior). Metric: exact-answer accuracy."""
     model.require("vqa")
-    _need(batch, ("images", "question_ids", "question_mask", "answer_ids"), "vqa")
     encoded = encoded or EncodedBatch(model, batch)
-    answers, image = batch["answer_ids"], encoded.image_tokens
-    if "question_image" in batch:  # several questions per image: each names its image row
-        rows = batch["question_image"]
-        if rows.dim() != 1 or bool((rows < 0).any() or (rows >= image.shape[0]).any()):
-            raise ValueError(f"question_image must be (Q,) image rows in [0, {image.shape[0]})")
-        image = image[rows]
-    if answers.shape != (image.shape[0],) or batch["question_ids"].shape[0] != image.shape[0]:
-        raise ValueError(
-            f"answer_ids and question_ids need one row per question ({image.shape[0]}), got "
-            f"{tuple(answers.shape)} and {tuple(batch['question_ids'].shape)}"
-        )
-    question_mask = batch["question_mask"]
-    questions = model.text_tokens(batch["question_ids"], question_mask)
-    masks = _context_masks(model, image, questions, question_mask, modality_dropout, "image", generator)
-    logits = model.answer_head(model.fuse(image, questions, masks["text"], masks["image"]).pooled)
+    logits, _ = _answer_pass(model, batch, encoded, modality_dropout, generator)
+    answers = batch["answer_ids"]
     labelled = answers != IGNORE_INDEX
     if bool((answers[labelled] >= logits.shape[1]).any() or (answers[labelled] < 0).any()):
         raise ValueError(f"answer_ids must lie in [0, {logits.shape[1]}) or be {IGNORE_INDEX}")
     loss = F.cross_entropy(logits.float(), answers, ignore_index=IGNORE_INDEX)
     return loss, {"acc": (logits.argmax(-1) == answers)[labelled].float().mean()}
+
+
+def point_loss(
+    model: nn.Module,
+    batch: dict[str, Tensor],
+    encoded: EncodedBatch | None = None,
+    modality_dropout: dict[str, float] | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Metrics]:
+    """L1 between the points of the point head and the centres of the objects each question names
+    (``question_points`` (Q, 2, 2), ``question_points_mask`` (Q, 2): False where the question names no
+    such object). Metric: the mean L1 (in image widths)."""
+    model.require("point")
+    _need(batch, ("question_points", "question_points_mask"), "point")
+    encoded = encoded or EncodedBatch(model, batch)
+    _, points = _answer_pass(model, batch, encoded, modality_dropout, generator)
+    target, named = batch["question_points"].to(points), batch["question_points_mask"]
+    if target.shape != points.shape or named.shape != points.shape[:2]:
+        raise ValueError(
+            f"question_points must be {tuple(points.shape)} and question_points_mask "
+            f"{tuple(points.shape[:2])}, got {tuple(target.shape)} and {tuple(named.shape)}"
+        )
+    if not bool(named.any()):
+        zero = points.sum() * 0.0  # keeps the graph: a batch without named objects adds nothing
+        return zero, {"l1": zero.detach()}
+    loss = F.l1_loss(points[named], target[named])
+    return loss, {"l1": loss.detach()}
 
 
 def check_modality_dropout(p: dict[str, float] | None) -> dict[str, float]:
@@ -318,6 +365,7 @@ def multitask_loss(
         "mlm": lambda: mlm_loss(model, batch, encoded, p, generator),
         "mim": lambda: mim_loss(model, batch, encoded, p, generator),
         "vqa": lambda: vqa_loss(model, batch, encoded, p, generator),
+        "point": lambda: point_loss(model, batch, encoded, p, generator),
     }
     total, parts = None, {}
     for task in active:

@@ -147,7 +147,7 @@ class FusionPipeline(Pipeline):
         image_mask[present] = True
         text, text_mask = self.text_tokens(questions)
         fused = self.model.fuse(tokens, text, text_mask, image_mask)
-        return self.model.answer_head(fused.pooled).float()
+        return self.model.answer_readout(fused, text_mask)[0].float()
 
     def answer_batch(
         self, images: Sequence[Any], questions: Sequence[str], batch_size: int = BATCH

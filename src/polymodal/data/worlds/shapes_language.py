@@ -70,9 +70,10 @@ def unique_attributes(scene: Scene, obj: ShapeObject) -> tuple[str | None, str, 
     return None
 
 
-def relation_facts(scene: Scene) -> list[tuple[tuple, str, tuple]]:
-    """Every clear relation (a_attributes, relation, b_attributes) between uniquely describable objects."""
-    facts = []
+def relation_pairs(scene: Scene) -> list[tuple[ShapeObject, tuple, str, ShapeObject, tuple]]:
+    """Every clear relation between uniquely describable objects, as (a, a_attributes, relation, b,
+    b_attributes)."""
+    pairs = []
     for i, a in enumerate(scene.objects):
         for b in scene.objects[i + 1 :]:
             da, db = unique_attributes(scene, a), unique_attributes(scene, b)
@@ -81,8 +82,13 @@ def relation_facts(scene: Scene) -> list[tuple[tuple, str, tuple]]:
             for axis in ("x", "y"):
                 rel = relation(a, b, axis)
                 if rel is not None:
-                    facts.append((da, rel, db))
-    return facts
+                    pairs.append((a, da, rel, b, db))
+    return pairs
+
+
+def relation_facts(scene: Scene) -> list[tuple[tuple, str, tuple]]:
+    """Every clear relation (a_attributes, relation, b_attributes) between uniquely describable objects."""
+    return [(da, rel, db) for _, da, rel, _, db in relation_pairs(scene)]
 
 
 def relation_phrase(a: tuple, rel: str, b: tuple) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from polymodal.data.worlds.shapes_language import OPPOSITE, RELATION_WORDS, article, relation_facts
+from polymodal.data.worlds.shapes_language import OPPOSITE, RELATION_WORDS, article, relation_pairs
 from polymodal.data.worlds.shapes_scene import (
     COLORS,
     NUMBER_WORDS,
@@ -33,6 +33,11 @@ class QA:
     question: str
     answer: str
     kind: str
+    points: tuple[tuple[float, float], ...] = ()  # centres (x, y) of the objects it names, in order
+
+
+def _centre(obj: ShapeObject) -> tuple[float, float]:
+    return (obj.cx, obj.cy)
 
 
 def plural(shape: str) -> str:
@@ -60,14 +65,15 @@ def _count_questions(scene: Scene, rng: np.random.Generator) -> list[QA]:
 def _attribute_questions(scene: Scene) -> list[QA]:
     qs = []
     for o in scene.objects:
+        at = (_centre(o),)
         if scene.count(shape=o.shape) == 1:
-            qs.append(QA(f"what color is the {o.shape}?", o.color, "color"))
+            qs.append(QA(f"what color is the {o.shape}?", o.color, "color", at))
         elif scene.count(shape=o.shape, size=o.size) == 1:
-            qs.append(QA(f"what color is the {o.size} {o.shape}?", o.color, "color"))
+            qs.append(QA(f"what color is the {o.size} {o.shape}?", o.color, "color", at))
         if scene.count(color=o.color) == 1:
-            qs.append(QA(f"what shape is the {o.color} object?", o.shape, "shape"))
+            qs.append(QA(f"what shape is the {o.color} object?", o.shape, "shape", at))
         elif scene.count(color=o.color, size=o.size) == 1:
-            qs.append(QA(f"what shape is the {o.size} {o.color} object?", o.shape, "shape"))
+            qs.append(QA(f"what shape is the {o.size} {o.color} object?", o.shape, "shape", at))
     return qs
 
 
@@ -88,12 +94,13 @@ def _the(attrs: tuple) -> str:
 
 def _spatial_questions(scene: Scene, rng: np.random.Generator) -> list[QA]:
     qs = []
-    for a, rel, b in relation_facts(scene):
-        qs.append(QA(f"is {_the(a)} {RELATION_WORDS[rel]} {_the(b)}?", "yes", "spatial"))
+    for a, da, rel, b, db in relation_pairs(scene):
+        ab, ba = (_centre(a), _centre(b)), (_centre(b), _centre(a))
+        qs.append(QA(f"is {_the(da)} {RELATION_WORDS[rel]} {_the(db)}?", "yes", "spatial", ab))
         if rng.integers(2):  # a "no" for every "yes", phrased either by swapping objects or the relation
-            qs.append(QA(f"is {_the(b)} {RELATION_WORDS[rel]} {_the(a)}?", "no", "spatial"))
+            qs.append(QA(f"is {_the(db)} {RELATION_WORDS[rel]} {_the(da)}?", "no", "spatial", ba))
         else:
-            qs.append(QA(f"is {_the(a)} {RELATION_WORDS[OPPOSITE[rel]]} {_the(b)}?", "no", "spatial"))
+            qs.append(QA(f"is {_the(da)} {RELATION_WORDS[OPPOSITE[rel]]} {_the(db)}?", "no", "spatial", ab))
     return qs
 
 
