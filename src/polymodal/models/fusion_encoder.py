@@ -198,8 +198,6 @@ class FusionEncoder(nn.Module):
             self.image_positions.copy_(grid_positions(*self.image_positions.shape[1:]))
         if "mim" in self.heads:
             nn.init.trunc_normal_(self.mim_token, std=0.02)
-        if "point" in self.heads:
-            nn.init.trunc_normal_(self.pointer.slots, std=0.02)
         if "mlm" in self.heads and self.config.tie_mlm_head:
             embedding = _token_embedding(self.text_encoder)
             if embedding.num_embeddings != self.vocab_size:

@@ -46,7 +46,7 @@ class EncodedBatch:
 
     def __init__(self, model: nn.Module, batch: dict[str, Tensor]):
         self.model, self.batch = model, batch
-        self.shared: dict[str, object] = {}  # passes more than one task reads (the answer pass)
+        self.answer_pass: tuple[Tensor, Tensor | None] | None = None  # read by vqa and point
 
     @cached_property
     def image_tokens(self) -> Tensor:
@@ -253,8 +253,8 @@ def _answer_pass(
 ) -> tuple[Tensor, Tensor | None]:
     """Answer logits (Q, answers) and, with the point head, points (Q, 2, 2) for the batch's questions:
     one fusion pass, shared by the vqa and point tasks of one batch."""
-    if "answer_pass" in encoded.shared:
-        return encoded.shared["answer_pass"]
+    if encoded.answer_pass is not None:
+        return encoded.answer_pass
     _need(batch, ("images", "question_ids", "question_mask", "answer_ids"), "vqa")
     image = encoded.image_tokens
     if "question_image" in batch:  # several questions per image: each names its image row
@@ -271,8 +271,8 @@ def _answer_pass(
     questions = model.text_tokens(batch["question_ids"], question_mask)
     masks = _context_masks(model, image, questions, question_mask, modality_dropout, "image", generator)
     fused = model.fuse(image, questions, masks["text"], masks["image"])
-    encoded.shared["answer_pass"] = model.answer_readout(fused, masks["text"])
-    return encoded.shared["answer_pass"]
+    encoded.answer_pass = model.answer_readout(fused, masks["text"])
+    return encoded.answer_pass
 
 
 def vqa_loss(

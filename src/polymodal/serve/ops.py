@@ -101,8 +101,10 @@ def _rows(matrix: np.ndarray) -> list[np.ndarray]:
     return rows
 
 
-def _text_rows(vectors: np.ndarray, tokens: np.ndarray) -> tuple[list[np.ndarray], list[int]]:
-    return _rows(vectors), [int(n) for n in tokens]
+def _text_rows(pipeline: DualEncoderPipeline, texts: list[str]) -> list[tuple[np.ndarray, int]]:
+    """(vector, tokens the model read) per text: the usage comes from the model's own tokenisation."""
+    vectors, tokens = pipeline.embed_text_counted(texts)
+    return list(zip(_rows(vectors), tokens.tolist(), strict=True))
 
 
 # A batch of images runs through the model in chunks of this many: convolution activations of large
@@ -144,8 +146,8 @@ def batch_function(
 ) -> Callable[[list[Any]], list[Any]]:
     """The batched call of ``op`` on ``pipeline``. Embeddings of images and audio take :class:`Encoded`
     inputs and decode them with ``media``; the other operations take decoded inputs."""
-    if op == "embed_text":  # (vector, tokens) per text: the usage comes from the model's tokenisation
-        return lambda texts: list(zip(*_text_rows(*pipeline.embed_text_counted(texts)), strict=True))
+    if op == "embed_text":
+        return partial(_text_rows, pipeline)
     if op in ("embed_image", "embed_audio") and media is None:
         raise ValueError(f"{op} decodes its inputs: pass the server's MediaReader")
     if op == "embed_image":
