@@ -68,6 +68,21 @@ def test_question_kinds_are_balanced(tokenizer):
     assert sorted(set(kinds)) == present and min(shares) > 0.5 / len(present)
 
 
+def test_question_kind_weights_tilt_the_mix():
+    scene = ShapesWorld(seed=0, split="train", min_objects=3, max_objects=3).scene(7)
+    rng = np.random.default_rng(0)
+    weights = {"spatial": 4.0, "count": 0.0}
+    kinds = [pick_question(scene, rng, True, weights).kind for _ in range(600)]
+    present = sorted({q.kind for q in questions(scene)})
+    assert "spatial" in present and "count" in present and "count" not in kinds
+    # spatial weighs 4 against 1 for each of the other kinds left
+    assert kinds.count("spatial") / 600 == pytest.approx(4 / (4 + len(present) - 2), abs=0.07)
+    with pytest.raises(ValueError, match="unknown kind 'colour'"):
+        FusionDataConfig(question_kinds={"colour": 1.0}).validate()
+    with pytest.raises(ValueError, match="needs balance_question_kinds"):
+        FusionDataConfig(question_kinds={"spatial": 2.0}, balance_question_kinds=False).validate()
+
+
 def test_contradictions_cycle_through_the_kinds():
     world = ShapesWorld(seed=0, split="train", min_objects=3, max_objects=3)
     scene = world.scene(1)

@@ -6,7 +6,7 @@ import torch
 import polymodal
 from polymodal.config import ConfigError
 from polymodal.registry import create_model
-from polymodal.train.fusion_recipe import CurriculumLoss, init_towers
+from polymodal.train.fusion_recipe import CurriculumLoss, init_from_model, restart_word_embeddings
 from polymodal.train.recipe import load_recipe, run_recipe
 
 TINY = [
@@ -45,13 +45,49 @@ def test_few_step_run_follows_the_curriculum_saves_and_evaluates(tmp_path):
 def test_towers_start_from_tiny_clip_and_keep_the_mlm_tie():
     torch.manual_seed(0)
     model = create_model("tiny-fusion")
-    tokenizer = init_towers(model, "tiny-clip")
+    tokenizer = init_from_model(model, "tiny-clip")
     clip = polymodal.load("tiny-clip").model
     torch.testing.assert_close(model.text_encoder.token_embed.weight, clip.text_encoder.token_embed.weight)
     assert model.mlm_decoder.weight is model.text_encoder.token_embed.weight
     images = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(model.image_tokens(images), clip.image_encoder.forward_features(images))
     assert tokenizer.vocab_size <= model.text_encoder.config.vocab_size
+
+
+def test_a_fusion_model_starts_from_a_trained_one_with_a_new_head():
+    torch.manual_seed(0)
+    heads = ["itc", "itm", "mlm", "mim", "vqa", "point"]
+    model = create_model("tiny-fusion", heads=heads)
+    tokenizer = init_from_model(model, "tiny-fusion")
+    shipped = polymodal.load("tiny-fusion").model.float()
+    theirs = shipped.state_dict()
+    for key, value in model.state_dict().items():
+        if key == "answer_head.fc1.weight":  # reads the points too now: the old columns are kept
+            torch.testing.assert_close(value[:, : theirs[key].shape[1]], theirs[key])
+        elif key in theirs:
+            torch.testing.assert_close(value, theirs[key], msg=key)
+        else:
+            assert key.startswith("pointer."), key
+    assert model.mlm_decoder.weight is model.text_encoder.token_embed.weight
+    table = model.text_encoder.token_embed.weight
+    before = table.detach().clone()
+    restart_word_embeddings(model, tokenizer, ["left", "right"])
+    changed = (table != before).any(dim=1).nonzero().flatten().tolist()
+    assert changed == sorted(tokenizer.encode("left right")[1:3])
+    with pytest.raises(ConfigError, match="only one-token words"):
+        restart_word_embeddings(model, tokenizer, ["left of"])
+
+
+def test_fresh_modules_keep_their_initialisation():
+    torch.manual_seed(0)
+    model = create_model("tiny-fusion")
+    initial = model.answer_head.fc1.weight.detach().clone()
+    init_from_model(model, "tiny-fusion", ("answer_head.",))
+    shipped = polymodal.load("tiny-fusion").model.float()
+    torch.testing.assert_close(model.answer_head.fc1.weight, initial)
+    torch.testing.assert_close(model.itm_head.weight, shipped.itm_head.weight)
+    with pytest.raises(ConfigError, match="'answer_heads.' names no weight"):
+        init_from_model(model, "tiny-fusion", ("answer_heads.",))
 
 
 def test_recipe_errors():
@@ -61,7 +97,7 @@ def test_recipe_errors():
         load_recipe("tiny-fusion", ['curriculum={"phases": [{"tasks": {"cap": 1.0}}]}'])
     with pytest.raises(ConfigError, match="freeze_towers"):
         load_recipe("tiny-fusion", ['init_from=""', "freeze_towers=true"])
-    with pytest.raises(ConfigError, match="not an image-text dual encoder"):
-        init_towers(create_model("tiny-fusion"), "tiny-assistant")
+    with pytest.raises(ConfigError, match="neither an image-text dual encoder nor a fusion model"):
+        init_from_model(create_model("tiny-fusion"), "tiny-assistant")
     with pytest.raises(RuntimeError, match="follow"):
         CurriculumLoss(load_recipe("tiny-fusion").curriculum)(None, {})

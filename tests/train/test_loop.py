@@ -11,6 +11,7 @@ from train_toys import DropoutRegressor, load_weights, regression_batch, regress
 
 from polymodal.config import ConfigError, from_dict
 from polymodal.train.loop import TrainConfig, Trainer, TrainingDiverged, build_optimizer
+from polymodal.train.schedule import build_scheduler
 
 torch.set_num_threads(1)
 
@@ -56,6 +57,25 @@ def test_no_weight_decay_on_biases_norms_and_scalars():
     assert [g["weight_decay"] for g in groups] == [0.3, 0.0]
     assert [p.shape for p in groups[0]["params"]] == [torch.Size([4, 3])]
     assert len(groups[1]["params"]) == 4  # linear bias, norm weight and bias, scale
+
+
+def test_lr_scale_multiplies_the_lr_of_named_parameters_and_follows_the_schedule():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    cfg = _cfg(lr=0.1, weight_decay=0.3, lr_scale={"1.": 10.0, "1.bias": 2.0})
+    optimizer = build_optimizer(model, cfg)
+    groups = optimizer.param_groups
+    by_param = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+    lrs = {n: by_param[id(p)] for n, p in model.named_parameters()}
+    assert lrs == {
+        "0.weight": (0.1, 0.3), "0.bias": (0.1, 0.0), "1.weight": (1.0, 0.3), "1.bias": (0.2, 0.0)
+    }  # fmt: skip
+    assert groups[0]["lr"] == 0.1  # the unscaled group first: the trainer logs its lr
+    build_scheduler(optimizer, warmup_steps=4, total_steps=10, min_lr_ratio=0.1)  # warmup: 1/4 at first
+    assert sorted(g["lr"] for g in groups) == pytest.approx([0.025, 0.025, 0.05, 0.25])
+    with pytest.raises(ValueError, match="'2.' names no trainable parameter"):
+        build_optimizer(model, _cfg(lr_scale={"2.": 3.0}))
+    with pytest.raises(ConfigError, match="lr_scale"):
+        from_dict(TrainConfig, {"lr_scale": {"1.": 0.0}})
 
 
 def test_training_learns_and_writes_logs_plots_checkpoint_and_summary(tmp_path):

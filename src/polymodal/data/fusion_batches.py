@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ from polymodal.data.worlds.shapes import (
     captions,
     perturb_caption,
 )
-from polymodal.data.worlds.shapes_qa import questions
+from polymodal.data.worlds.shapes_qa import QA_KINDS, questions
 
 
 @dataclass
@@ -49,6 +49,7 @@ class FusionDataConfig:
     contradictions: bool = True  # add one contradicting caption per scene (neg_input_ids): an ITM negative
     questions_per_scene: int = 1  # VQA questions asked about each scene (drawn independently)
     balance_question_kinds: bool = True  # pick the question kind uniformly first (else uniform questions)
+    question_kinds: dict[str, float] = field(default_factory=dict)  # kind -> weight when balancing (else 1)
     seed: int = 0  # seeds the world and every per-sample choice
 
     def validate(self) -> None:
@@ -57,6 +58,13 @@ class FusionDataConfig:
             raise ValueError(f"context_length must be >= 2 (start and end tokens), got {self.context_length}")
         if self.questions_per_scene < 1:
             raise ValueError(f"questions_per_scene must be >= 1, got {self.questions_per_scene}")
+        unknown = sorted(set(self.question_kinds) - set(QA_KINDS))
+        if unknown:
+            raise ValueError(f"question_kinds: unknown kind {unknown[0]!r}; kinds are {QA_KINDS}")
+        if any(not w >= 0 for w in self.question_kinds.values()):
+            raise ValueError(f"question_kinds weights must be >= 0, got {self.question_kinds}")
+        if self.question_kinds and not self.balance_question_kinds:
+            raise ValueError("question_kinds weighs kinds, which needs balance_question_kinds")
         if self.image_size < 8:
             raise ValueError(f"image_size must be >= 8 pixels, got {self.image_size}")
 
@@ -88,12 +96,21 @@ def question_points(asked: list[QA], slots: int = 2) -> dict[str, torch.Tensor]:
     return {"question_points": points, "question_points_mask": named}
 
 
-def pick_question(scene: Scene, rng: np.random.Generator, balance_kinds: bool) -> QA:
-    """One question about ``scene``: uniform over its questions, or over kinds first when ``balance_kinds``."""
+def pick_question(
+    scene: Scene, rng: np.random.Generator, balance_kinds: bool, kind_weights: dict[str, float] | None = None
+) -> QA:
+    """One question about ``scene``: uniform over its questions, or over kinds first when ``balance_kinds``
+    (weighted by ``kind_weights``, 1 for a kind it leaves out; a scene without a kind skips it)."""
     options = questions(scene, rng)
     if balance_kinds:
         kinds = sorted({q.kind for q in options})
-        kind = kinds[int(rng.integers(len(kinds)))]
+        if kind_weights:
+            weights = np.array([kind_weights.get(k, 1.0) for k in kinds])
+            if not weights.sum() > 0:
+                weights = np.ones(len(kinds))  # every kind this scene has weighs 0: fall back to uniform
+            kind = kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
+        else:
+            kind = kinds[int(rng.integers(len(kinds)))]
         options = [q for q in options if q.kind == kind]
     return options[int(rng.integers(len(options)))]
 
@@ -154,7 +171,7 @@ class FusionBatches:
             sample = self.world.sample(k)
             rng = np.random.default_rng([cfg.seed, index, pos, 0xF5])
             asked += [
-                pick_question(sample.scene, rng, cfg.balance_question_kinds)
+                pick_question(sample.scene, rng, cfg.balance_question_kinds, cfg.question_kinds)
                 for _ in range(cfg.questions_per_scene)
             ]
             if cfg.contradictions:

@@ -105,7 +105,7 @@ class FusionEncoderConfig:
         return from_dict(FusionConfig, self.fusion, where="fusion_encoder.fusion")
 
 
-def _token_embedding(text_encoder: nn.Module) -> nn.Embedding:
+def token_embedding(text_encoder: nn.Module) -> nn.Embedding:
     """The text tower's input embedding (polymodal's ``token_embed`` or a transformers model's)."""
     if isinstance(getattr(text_encoder, "token_embed", None), nn.Embedding):
         return text_encoder.token_embed
@@ -165,7 +165,7 @@ class FusionEncoder(nn.Module):
         if "itm" in self.heads:
             self.itm_head = nn.Linear(width, 1)
         if "mlm" in self.heads:
-            self.vocab_size = config.vocab_size or _token_embedding(text_encoder).num_embeddings
+            self.vocab_size = config.vocab_size or token_embedding(text_encoder).num_embeddings
             self.mlm_transform = nn.Sequential(
                 nn.Linear(width, text_width), nn.GELU(), nn.LayerNorm(text_width)
             )
@@ -199,7 +199,7 @@ class FusionEncoder(nn.Module):
         if "mim" in self.heads:
             nn.init.trunc_normal_(self.mim_token, std=0.02)
         if "mlm" in self.heads and self.config.tie_mlm_head:
-            embedding = _token_embedding(self.text_encoder)
+            embedding = token_embedding(self.text_encoder)
             if embedding.num_embeddings != self.vocab_size:
                 raise ConfigError(
                     f"tie_mlm_head: vocab_size {self.vocab_size} differs from the text embedding's "

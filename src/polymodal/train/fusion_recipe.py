@@ -30,7 +30,9 @@ class FusionRecipe:
     description: str = ""  # one line for the model card
     model: str = "tiny-fusion"  # architecture name (model_configs/<model>.json)
     model_overrides: dict[str, Any] = field(default_factory=dict)  # nested overrides of the model config
-    init_from: str = "tiny-clip"  # dual encoder whose towers and tokenizer start the model; "" = fresh
+    init_from: str = "tiny-clip"  # dual encoder (its towers) or fusion model (all it shares); "" = fresh
+    fresh_words: list[str] = field(default_factory=list)  # words whose token embeddings restart at random
+    fresh_modules: list[str] = field(default_factory=list)  # prefixes a fusion init_from does not give
     freeze_towers: bool = False  # keep the towers as initialised (train the fusion and heads only)
     tokenizer: TokenizerRecipe = field(default_factory=TokenizerRecipe)  # used only when init_from is ""
     data: dict[str, Any] = field(default_factory=dict)  # polymodal.data.fusion_batches.FusionDataConfig
@@ -50,6 +52,8 @@ class FusionRecipe:
         self.data_config()
         if self.freeze_towers and not self.init_from:
             raise ConfigError(f"recipe {self.name}: freeze_towers keeps random towers without init_from")
+        if (self.fresh_modules or self.fresh_words) and not self.init_from:
+            raise ConfigError(f"recipe {self.name}: fresh_modules and fresh_words need init_from")
 
 
 class CurriculumLoss:
@@ -75,21 +79,34 @@ class CurriculumLoss:
         return {"loss": total, **parts}
 
 
-def init_towers(model, source: str):
-    """Copy both towers of the dual encoder ``source`` into ``model``; return that model's tokenizer.
-
-    The tower configs must agree. Loading in place keeps the MLM decoder tied to the token embedding.
-    """
-    from polymodal.config import to_dict
+def init_from_model(model, source: str, fresh_modules: tuple[str, ...] = ()):
+    """Start ``model`` from ``source``: a dual encoder gives both towers, a fusion model every weight the
+    two share (see :func:`load_shared_weights`) but those under ``fresh_modules`` (say, a head to relearn).
+    Returns ``source``'s tokenizer."""
     from polymodal.hub import load
 
-    dual = load(source)
-    if not hasattr(dual.model, "media_encoder") or dual.model.modality != "image":
-        raise ConfigError(f"init_from {source!r} is not an image-text dual encoder")
-    for name, theirs in (
-        ("image_encoder", dual.model.media_encoder),
-        ("text_encoder", dual.model.text_encoder),
-    ):
+    loaded = load(source)
+    if getattr(loaded.model, "modality", None) == "image" and hasattr(loaded.model, "media_encoder"):
+        init_towers(model, loaded.model.media_encoder, loaded.model.text_encoder, source)
+    elif type(loaded.model) is type(model):
+        init_towers(model, loaded.model.image_encoder, loaded.model.text_encoder, source)
+        theirs = loaded.model.float().state_dict()
+        unknown = [p for p in fresh_modules if not any(k.startswith(p) for k in theirs)]
+        if unknown:
+            raise ConfigError(f"fresh_modules: {unknown[0]!r} names no weight of {source}")
+        kept = {k: v for k, v in theirs.items() if not k.startswith(tuple(fresh_modules))}
+        load_shared_weights(model, kept, source)
+    else:
+        raise ConfigError(f"init_from {source!r} is neither an image-text dual encoder nor a fusion model")
+    return loaded.tokenizer
+
+
+def init_towers(model, image_tower: nn.Module, text_tower: nn.Module, source: str) -> None:
+    """Copy ``source``'s image and text towers into ``model``; the tower configs must agree. Loading in
+    place keeps the MLM decoder tied to the token embedding."""
+    from polymodal.config import to_dict
+
+    for name, theirs in (("image_encoder", image_tower), ("text_encoder", text_tower)):
         ours = getattr(model, name)
         if to_dict(ours.config) != to_dict(theirs.config):
             raise ConfigError(
@@ -97,7 +114,50 @@ def init_towers(model, source: str):
                 f"{to_dict(theirs.config)}"
             )
         ours.load_state_dict(theirs.float().state_dict())
-    return dual.tokenizer
+
+
+def load_shared_weights(model, theirs: dict[str, Tensor], source: str) -> None:
+    """Copy every tensor of ``theirs`` that ``model`` has with the same shape. A matrix whose input grew
+    (the answer head reading the point head's features too) keeps its columns, and the new ones start at a
+    tenth of their initialisation, so the old answers hold at first; heads ``source`` lacks stay as
+    initialised. Any other shape change is a :class:`ConfigError` naming the keys."""
+    import torch
+
+    ours = model.state_dict()
+    clash = [k for k in theirs if k not in ours]
+    loaded = {}
+    for key, value in theirs.items():
+        if key not in ours:
+            continue
+        mine = ours[key]
+        if mine.shape == value.shape:
+            loaded[key] = value
+        elif mine.ndim == 2 and mine.shape[0] == value.shape[0] and mine.shape[1] > value.shape[1]:
+            loaded[key] = torch.cat([value, mine[:, value.shape[1] :] * 0.1], dim=1)
+        else:
+            clash.append(f"{key} {tuple(value.shape)} -> {tuple(mine.shape)}")
+    if clash:
+        raise ConfigError(f"init_from {source!r} does not fit the model: {', '.join(clash[:8])}")
+    model.load_state_dict(loaded, strict=False)
+
+
+def restart_word_embeddings(model, tokenizer, words: list[str]) -> None:
+    """Give each word (one token each) a fresh random embedding of the table's mean row norm: a tower
+    trained contrastively can hold words such as "left" and "right" almost equal (bag-of-words)."""
+    import torch
+
+    from polymodal.models.fusion_encoder import token_embedding
+
+    table = token_embedding(model.text_encoder).weight
+    specials = {tokenizer.bos_id, tokenizer.eos_id}
+    with torch.no_grad():
+        norm = table.norm(dim=1).mean()
+        for word in words:
+            ids = [i for i in tokenizer.encode(word) if i not in specials]
+            if len(ids) != 1:
+                raise ConfigError(f"fresh_words: {word!r} is {len(ids)} tokens; only one-token words restart")
+            row = torch.randn(table.shape[1])
+            table[ids[0]] = row / row.norm() * norm
 
 
 def build_fusion_model(recipe: FusionRecipe):
@@ -112,8 +172,11 @@ def build_fusion_model(recipe: FusionRecipe):
     torch.manual_seed(recipe.train.seed)
     model = build_model(spec)
     tokenizer = (
-        init_towers(model, recipe.init_from) if recipe.init_from else build_tokenizer(recipe.tokenizer)
+        init_from_model(model, recipe.init_from, tuple(recipe.fresh_modules))
+        if recipe.init_from
+        else build_tokenizer(recipe.tokenizer)
     )
+    restart_word_embeddings(model, tokenizer, recipe.fresh_words)
     vocab = model.text_encoder.config.vocab_size
     if tokenizer.vocab_size > vocab:
         raise ConfigError(f"tokenizer has {tokenizer.vocab_size} tokens but the model embeds only {vocab}")

@@ -45,16 +45,34 @@ def seed_everything(seed: int) -> None:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with two groups: weight decay for matrices/embeddings, none for ndim < 2 (biases, norms, scalars)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    """AdamW with weight decay for matrices/embeddings, none for ndim < 2 (biases, norms, scalars), and
+    ``cfg.lr_scale``'s multiplier on parameters whose name starts with one of its prefixes (the longest
+    prefix wins; the first group holds the unscaled parameters, whose lr the trainer logs)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
         raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
-    groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
-    groups = [g for g in groups if g["params"]]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    unused = [prefix for prefix in cfg.lr_scale if not any(n.startswith(prefix) for n, _ in named)]
+    if unused:
+        raise ValueError(f"lr_scale prefix {unused[0]!r} names no trainable parameter of the model")
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    for name, param in named:
+        groups.setdefault((lr_scale_of(name, cfg.lr_scale), param.ndim >= 2), []).append(param)
+    ordered = sorted(groups.items(), key=lambda item: (item[0][0] != 1.0, not item[0][1]))
+    return torch.optim.AdamW(
+        [
+            {"params": params, "lr": cfg.lr * scale, "weight_decay": cfg.weight_decay if decay else 0.0}
+            for (scale, decay), params in ordered
+        ],
+        lr=cfg.lr,
+        betas=tuple(cfg.betas),
+        eps=cfg.eps,
+    )
+
+
+def lr_scale_of(name: str, scales: dict[str, float]) -> float:
+    """The multiplier of the longest prefix in ``scales`` that ``name`` starts with (1 if none)."""
+    matches = [prefix for prefix in scales if name.startswith(prefix)]
+    return scales[max(matches, key=len)] if matches else 1.0
 
 
 def move_to_device(obj: Any, device: torch.device) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from polymodal.config import ConfigError
 
@@ -13,6 +13,7 @@ class TrainConfig:
     steps: int = 1000  # optimizer steps to train for (in total, across resumes)
     grad_accum: int = 1  # micro-batches accumulated per optimizer step
     lr: float = 3e-4  # peak learning rate
+    lr_scale: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> lr multiplier
     weight_decay: float = 0.1  # AdamW decay on weights with ndim >= 2 (never biases, norms, scalars)
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
     eps: float = 1e-8  # AdamW epsilon
@@ -44,6 +45,9 @@ class TrainConfig:
                 raise ConfigError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"TrainConfig.lr must be a positive number, got {self.lr}")
+        for prefix, scale in self.lr_scale.items():
+            if not (scale > 0 and math.isfinite(scale)):
+                raise ConfigError(f"TrainConfig.lr_scale[{prefix!r}] must be a positive number, got {scale}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"TrainConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
