@@ -4,7 +4,14 @@ import torch
 
 from polymodal.data.fusion_batches import FusionBatches, FusionDataConfig, contradiction, pick_question
 from polymodal.data.images import ImageProcessor, ImageProcessorConfig
-from polymodal.data.worlds.shapes import ANSWER_VOCAB, PERTURB_KINDS, ShapesWorld, captions, questions
+from polymodal.data.worlds.shapes import (
+    ANSWER_VOCAB,
+    PERTURB_KINDS,
+    ShapesWorld,
+    captions,
+    perturb_caption,
+    questions,
+)
 
 PROCESSOR = ImageProcessor(ImageProcessorConfig(image_size=32))
 
@@ -22,6 +29,21 @@ def test_batch_has_every_key_the_losses_read(tokenizer):
     assert b["question_image"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
     assert b["attention_mask"].dtype == torch.bool and b["answer_ids"].dtype == torch.long
     assert b["question_points"].shape == (12, 2, 2) and b["question_points_mask"].shape == (12, 2)
+    assert b["caption_points"].shape == (6, 2, 2) and b["caption_points_mask"].shape == (6, 2)
+
+
+def test_caption_points_name_the_objects_of_true_and_reversed_relations():
+    from polymodal.data.fusion_batches import caption_points
+
+    scene = ShapesWorld(seed=0, split="train", min_objects=3, max_objects=3).scene(1)
+    relation = next(c for c in captions(scene) if " right of " in c or " above " in c)
+    reversed_ = perturb_caption(scene, "relation", np.random.default_rng(0))
+    listing = captions(scene)[0]  # "a yellow triangle, a cyan square and a purple cross"
+    points, named = caption_points([scene] * 4, [relation, reversed_, listing, None])
+    assert named.tolist() == [[True, True], [True, True], [False, False], [False, False]]
+    centres = {(round(o.cx, 4), round(o.cy, 4)) for o in scene.objects}
+    for row in (0, 1):
+        assert {tuple(round(v, 4) for v in p.tolist()) for p in points[row]} <= centres
 
 
 def test_question_points_hold_the_named_objects_in_order():

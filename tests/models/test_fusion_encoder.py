@@ -450,3 +450,20 @@ def test_the_point_head_feeds_the_answer_and_shares_one_pass_with_vqa():
     torch.testing.assert_close(total, parts["vqa"] + parts["point"])
     none_named = {**b, "question_points_mask": torch.zeros(4, 2, dtype=torch.bool)}
     assert point_loss(model, none_named)[0].item() == 0.0
+
+
+def test_the_point_head_checks_relations_for_itm_starting_from_the_pooled_logit():
+    model, b = tiny(heads=POINTED), batch()
+    args = (b["images"], b["input_ids"], b["attention_mask"])
+    fused = model.fuse(model.image_tokens(b["images"]), model.text_tokens(*args[1:]), b["attention_mask"])
+    logits, points = model.match_readout(fused, b["attention_mask"])
+    torch.testing.assert_close(logits, model.itm_head(fused.pooled).squeeze(-1))  # relation check starts at 0
+    assert points.shape == (4, 2, 2)
+    torch.testing.assert_close(model.match_logits(*args), logits)
+    loss, _ = itm_loss(model, b, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert model.itm_point_head.fc2.weight.grad.abs().sum() > 0  # it learns from the ITM loss
+    captions = {**b, "caption_points": torch.rand(4, 2, 2), "caption_points_mask": b["question_points_mask"]}
+    loss, metrics = point_loss(model, captions)
+    assert set(metrics) == {"l1", "caption_l1"} and torch.isfinite(loss)
+    torch.testing.assert_close(loss, metrics["l1"] + metrics["caption_l1"])

@@ -10,7 +10,9 @@ Sample ``pos`` of batch ``index`` is scene ``index * batch_size + pos`` of the s
   turn) as an extra ITM negative, so that matching learns every kind of contradiction;
 - ``questions_per_scene`` questions about the scene with the ids of their answers in the model's answer
   vocabulary (vqa); ``question_image`` names each question's scene (the image tower runs once per scene);
-  ``question_points`` / ``question_points_mask``: the centres of the objects each question names (point).
+  ``question_points`` / ``question_points_mask``: the centres of the objects each question names (point);
+- ``caption_points`` / ``caption_points_mask``: the centres of the two objects a relation caption names
+  (point: the point head also checks relations for itm).
 
 The keys are those of :mod:`polymodal.modules.fusion_losses`.
 """
@@ -37,6 +39,7 @@ from polymodal.data.worlds.shapes import (
     captions,
     perturb_caption,
 )
+from polymodal.data.worlds.shapes_language import relation_caption_centres
 from polymodal.data.worlds.shapes_qa import QA_KINDS, questions
 
 
@@ -94,6 +97,21 @@ def question_points(asked: list[QA], slots: int = 2) -> dict[str, torch.Tensor]:
             points[row, slot] = torch.tensor(centre)
             named[row, slot] = True
     return {"question_points": points, "question_points_mask": named}
+
+
+def caption_points(
+    scenes: list[Scene], texts: list[str | None], slots: int = 2
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, slots, 2) centres of the objects each relation caption names (true or reversed), in order, and
+    (N, slots) which slots hold one; a caption naming no relation (or None) fills none."""
+    points = torch.zeros(len(texts), slots, 2)
+    named = torch.zeros(len(texts), slots, dtype=torch.bool)
+    for row, (scene, text) in enumerate(zip(scenes, texts, strict=True)):
+        centres = relation_caption_centres(scene).get(text) if text else None
+        if centres is not None:
+            points[row, :2] = torch.tensor(centres)
+            named[row, :2] = True
+    return points, named
 
 
 def pick_question(
@@ -193,6 +211,8 @@ class FusionBatches:
             "question_image": torch.arange(size).repeat_interleave(cfg.questions_per_scene),
             **question_points(asked),
         }
+        scenes = [s.scene for s in samples]
+        out["caption_points"], out["caption_points_mask"] = caption_points(scenes, texts)
         if cfg.contradictions:
             out["neg_input_ids"], out["neg_attention_mask"] = ids[size:], mask[size:]
             out["neg_valid"] = torch.tensor([n is not None for n in negatives], dtype=torch.bool)

@@ -7,7 +7,9 @@ Heads (each enabled in ``FusionEncoderConfig.heads``):
 - ``itm``: image-text matching, one logit per pair from the fused pooled output;
 - ``mlm``: masked language modelling of the fused text tokens (image context);
 - ``mim``: masked image modelling: regress masked image tokens from the fused image tokens (text context);
-- ``vqa``: answer classification over a fixed answer vocabulary.
+- ``vqa``: answer classification over a fixed answer vocabulary;
+- ``point``: points at the two objects a question or caption names (modules/fusion_pointer.py); the
+  answer head reads the points, and a relation check reading them is added to the ITM logit.
 
 The losses live in :mod:`polymodal.modules.fusion_losses`; the model only computes features and logits.
 """
@@ -31,8 +33,7 @@ from polymodal.registry import blank_input, build_encoder, encoder_config
 
 HEADS = ("itc", "itm", "mlm", "mim", "vqa", "point")
 DEFAULT_HEADS = ("itc", "itm", "mlm", "mim", "vqa")  # point needs a square grid of image tokens: opt in
-# heads that read fused tokens of these modalities; "point" points at the objects a question names and
-# feeds the points to the vqa head (modules/fusion_pointer.py)
+# heads that read fused tokens of these modalities
 TOKEN_HEADS = {"mlm": ("text",), "mim": ("image",), "point": ("image", "text")}
 
 
@@ -162,8 +163,14 @@ class FusionEncoder(nn.Module):
             self.image_proj = nn.Linear(image_width, config.embed_dim, bias=False)
             self.text_proj = nn.Linear(text_width, config.embed_dim, bias=False)
             self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
+        if "point" in self.heads:
+            self.pointer = PointerReadout(width, _image_token_count(image_encoder))
         if "itm" in self.heads:
             self.itm_head = nn.Linear(width, 1)
+        if "itm" in self.heads and "point" in self.heads:
+            # added to the ITM logit: does the relation the text states hold between the objects it names?
+            # (a product of the relation word and the points' offset, which a linear head cannot form)
+            self.itm_point_head = MLP(width + self.pointer.feature_dim, width, out_dim=1)
         if "mlm" in self.heads:
             self.vocab_size = config.vocab_size or token_embedding(text_encoder).num_embeddings
             self.mlm_transform = nn.Sequential(
@@ -173,11 +180,8 @@ class FusionEncoder(nn.Module):
         if "mim" in self.heads:
             self.mim_token = nn.Parameter(torch.empty(image_width))
             self.mim_head = MLP(width, width, out_dim=image_width)
-        answer_in = width
-        if "point" in self.heads:
-            self.pointer = PointerReadout(width, _image_token_count(image_encoder))
-            answer_in += self.pointer.feature_dim
         if "vqa" in self.heads:
+            answer_in = width + (self.pointer.feature_dim if "point" in self.heads else 0)
             self.answer_head = MLP(answer_in, 2 * width, out_dim=config.num_answers)
         self._init_heads()
 
@@ -186,6 +190,7 @@ class FusionEncoder(nn.Module):
             "image_proj",
             "text_proj",
             "itm_head",
+            "itm_point_head",
             "mlm_transform",
             "mlm_decoder",
             "mim_head",
@@ -196,6 +201,9 @@ class FusionEncoder(nn.Module):
                 init_weights(getattr(self, name))
         with torch.no_grad():
             self.image_positions.copy_(grid_positions(*self.image_positions.shape[1:]))
+            if hasattr(self, "itm_point_head"):  # the ITM logit starts as the pooled head's alone
+                self.itm_point_head.fc2.weight.zero_()
+                self.itm_point_head.fc2.bias.zero_()
         if "mim" in self.heads:
             nn.init.trunc_normal_(self.mim_token, std=0.02)
         if "mlm" in self.heads and self.config.tie_mlm_head:
@@ -286,11 +294,31 @@ class FusionEncoder(nn.Module):
 
     def match_logits(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """ITM logit (B,) per image-text pair: > 0 means the text describes the image."""
-        self.require("itm")
         fused = self.fuse(
             self.image_tokens(images), self.text_tokens(input_ids, attention_mask), attention_mask
         )
-        return self.itm_head(fused.pooled).squeeze(-1)
+        return self.match_readout(fused, attention_mask)[0]
+
+    def match_readout(self, fused: FusionOutput, text_mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """ITM logits (B,) from fused text+image tokens, and with the point head the points (B, 2, 2) at
+        the objects the text names (whose relation check adds to the logit)."""
+        self.require("itm")
+        logits = self.itm_head(fused.pooled).squeeze(-1)
+        if "point" not in self.heads:
+            return logits, None
+        features, points = self._pooled_with_points(fused, text_mask)
+        return logits + self.itm_point_head(features).squeeze(-1), points
+
+    def point_at(self, fused: FusionOutput, text_mask: Tensor | None) -> Tensor:
+        """Points (B, 2, 2), (x, y) in [0, 1], at the objects the fused text names."""
+        self.require("point")
+        tokens = fused.modality_tokens
+        return self.pointer(tokens["text"], text_mask, tokens["image"])
+
+    def _pooled_with_points(self, fused: FusionOutput, text_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        points = self.point_at(fused, text_mask)
+        features = torch.cat([fused.pooled, self.pointer.features(points).to(fused.pooled.dtype)], dim=-1)
+        return features, points
 
     def answer_readout(
         self, fused: FusionOutput, question_mask: Tensor | None
@@ -300,9 +328,7 @@ class FusionEncoder(nn.Module):
         self.require("vqa")
         if "point" not in self.heads:
             return self.answer_head(fused.pooled), None
-        tokens = fused.modality_tokens
-        points = self.pointer(tokens["text"], question_mask, tokens["image"])
-        features = torch.cat([fused.pooled, self.pointer.features(points).to(fused.pooled.dtype)], dim=-1)
+        features, points = self._pooled_with_points(fused, question_mask)
         return self.answer_head(features), points
 
     def answer_logits(
@@ -333,7 +359,7 @@ class FusionEncoder(nn.Module):
             if text is not None:
                 out["text_features"] = self.text_embedding(text, attention_mask)
         if "itm" in self.heads and image is not None and text is not None:
-            out["match_logits"] = self.itm_head(fused.pooled).squeeze(-1)
+            out["match_logits"] = self.match_readout(fused, attention_mask)[0]
         if "vqa" in self.heads and image is not None and text is not None:
             out["answer_logits"], points = self.answer_readout(fused, attention_mask)
             if points is not None:

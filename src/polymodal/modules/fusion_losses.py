@@ -11,7 +11,8 @@ Each ``<task>_loss(model, batch, ...)`` returns ``(loss, metrics)``. Batch keys:
 - ``question_ids`` / ``question_mask`` (Q, Tq) and ``answer_ids`` (Q,): questions about ``images`` (vqa),
   one per image (Q = B) unless ``question_image`` (Q,) gives the image row each question is about;
 - ``question_points`` (Q, 2, 2) and ``question_points_mask`` (Q, 2) (point): the centres (x, y) in [0, 1]
-  of the objects each question names, subject first, and which of the two it names.
+  of the objects each question names, subject first, and which of the two it names; optionally
+  ``caption_points`` (B, 2, 2) and ``caption_points_mask`` (B, 2): the same for relation captions.
 
 :func:`multitask_loss` shares one pass of the towers between the tasks;
 :class:`polymodal.train.curriculum.Curriculum` gives the task weights (and context dropout) of a training step.
@@ -180,7 +181,7 @@ def itm_loss(
     if negatives == "hard" and "neg_input_ids" in batch:
         image_index, texts, masks, contradictions = _with_contradictions(encoded, image_index, texts, masks)
     fused = model.fuse(image_tokens[image_index], texts, masks)
-    logits = model.itm_head(fused.pooled).squeeze(-1)
+    logits, _ = model.match_readout(fused, masks)
     labels = torch.zeros_like(logits)
     labels[:n] = 1.0
     # positives and negatives weigh the same: with up to 3 negatives per positive, "never a match" would
@@ -305,22 +306,34 @@ def point_loss(
 ) -> tuple[Tensor, Metrics]:
     """L1 between the points of the point head and the centres of the objects each question names
     (``question_points`` (Q, 2, 2), ``question_points_mask`` (Q, 2): False where the question names no
-    such object). Metric: the mean L1 (in image widths)."""
+    such object), and with ``caption_points`` / ``caption_points_mask`` (B, 2, 2) / (B, 2) also those each
+    relation caption names (pointed at in a pass over the true pairs). Metrics: the mean L1 (in image
+    widths) of each."""
     model.require("point")
     _need(batch, ("question_points", "question_points_mask"), "point")
     encoded = encoded or EncodedBatch(model, batch)
     _, points = _answer_pass(model, batch, encoded, modality_dropout, generator)
-    target, named = batch["question_points"].to(points), batch["question_points_mask"]
+    loss = _point_l1(points, batch["question_points"], batch["question_points_mask"], "question")
+    metrics = {"l1": loss.detach()}
+    if "caption_points" in batch and bool(batch["caption_points_mask"].any()):
+        fused = model.fuse(encoded.image_tokens, encoded.text_tokens, encoded.text_mask)
+        said = model.point_at(fused, encoded.text_mask)
+        caption = _point_l1(said, batch["caption_points"], batch["caption_points_mask"], "caption")
+        loss = loss + caption
+        metrics["caption_l1"] = caption.detach()
+    return loss, metrics
+
+
+def _point_l1(points: Tensor, target: Tensor, named: Tensor, what: str) -> Tensor:
+    """Mean L1 over the named slots (a zero that keeps the graph when none is named)."""
     if target.shape != points.shape or named.shape != points.shape[:2]:
         raise ValueError(
-            f"question_points must be {tuple(points.shape)} and question_points_mask "
+            f"{what}_points must be {tuple(points.shape)} and {what}_points_mask "
             f"{tuple(points.shape[:2])}, got {tuple(target.shape)} and {tuple(named.shape)}"
         )
     if not bool(named.any()):
-        zero = points.sum() * 0.0  # keeps the graph: a batch without named objects adds nothing
-        return zero, {"l1": zero.detach()}
-    loss = F.l1_loss(points[named], target[named])
-    return loss, {"l1": loss.detach()}
+        return points.sum() * 0.0
+    return F.l1_loss(points[named], target.to(points)[named])
 
 
 def check_modality_dropout(p: dict[str, float] | None) -> dict[str, float]:

@@ -96,6 +96,21 @@ def relation_phrase(a: tuple, rel: str, b: tuple) -> str:
     return f"{noun_phrase(a[1], a[2], a[0])} {RELATION_WORDS[rel]} {noun_phrase(b[1], b[2], b[0])}"
 
 
+def relation_caption_centres(
+    scene: Scene, templates: Templates = TRAIN_TEMPLATES
+) -> dict[str, tuple[tuple[float, float], tuple[float, float]]]:
+    """Every relation caption the templates can say of ``scene``'s describable pairs, true or with the
+    relation reversed (a contradiction), mapped to the centres of the two objects it names, in order."""
+    out = {}
+    relation_templates = [t for family in templates.values() for t in family if "{relation}" in t]
+    for a, da, rel, b, db in relation_pairs(scene):
+        for said in (rel, OPPOSITE[rel]):
+            for template in relation_templates:
+                text = _fill(template, len(scene), rel=relation_phrase(da, said, db))
+                out[text] = ((a.cx, a.cy), (b.cx, b.cy))
+    return out
+
+
 def _fill(template: str, n: int, objects: str = "", rel: str = "") -> str:
     noun = "shape" if n == 1 else "shapes"
     return template.format(objects=objects, count=NUMBER_WORDS[n], noun=noun, relation=rel)
