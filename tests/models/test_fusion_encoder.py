@@ -227,6 +227,7 @@ def test_missing_batch_keys_and_disabled_heads_raise():
         ({"itm_mining_temperature": 0.0}, "itm_mining_temperature"),
         ({"answers": ["yes", "no"]}, "answers must be 5 distinct"),
         ({"heads": ["itc", "point"]}, "enable vqa too"),
+        ({"heads": ["itc", "vqa", "point"], "point_itm": True}, "point_itm needs the itm and point heads"),
         (
             {"heads": ["vqa", "point"], "fusion": {"type": "transformer", "style": "albef", "width": 16}},
             "point head needs fused image",
@@ -453,7 +454,8 @@ def test_the_point_head_feeds_the_answer_and_shares_one_pass_with_vqa():
 
 
 def test_the_point_head_checks_relations_for_itm_starting_from_the_pooled_logit():
-    model, b = tiny(heads=POINTED), batch()
+    assert not hasattr(tiny(heads=POINTED), "itm_point_head")  # opt in: models saved without it still load
+    model, b = tiny(heads=POINTED, point_itm=True), batch()
     args = (b["images"], b["input_ids"], b["attention_mask"])
     fused = model.fuse(model.image_tokens(b["images"]), model.text_tokens(*args[1:]), b["attention_mask"])
     logits, points = model.match_readout(fused, b["attention_mask"])

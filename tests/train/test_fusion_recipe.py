@@ -57,7 +57,7 @@ def test_towers_start_from_tiny_clip_and_keep_the_mlm_tie():
 def test_a_fusion_model_starts_from_a_trained_one_with_a_new_head():
     torch.manual_seed(0)
     heads = ["itc", "itm", "mlm", "mim", "vqa", "point"]
-    model = create_model("tiny-fusion", heads=heads)
+    model = create_model("tiny-fusion", heads=heads, point_itm=True)
     tokenizer = init_from_model(model, "tiny-fusion")
     shipped = polymodal.load("tiny-fusion").model.float()
     theirs = shipped.state_dict()

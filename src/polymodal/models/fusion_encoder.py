@@ -9,7 +9,7 @@ Heads (each enabled in ``FusionEncoderConfig.heads``):
 - ``mim``: masked image modelling: regress masked image tokens from the fused image tokens (text context);
 - ``vqa``: answer classification over a fixed answer vocabulary;
 - ``point``: points at the two objects a question or caption names (modules/fusion_pointer.py); the
-  answer head reads the points, and a relation check reading them is added to the ITM logit.
+  answer head reads the points, and with ``point_itm`` a relation check reading them adds to the ITM logit.
 
 The losses live in :mod:`polymodal.modules.fusion_losses`; the model only computes features and logits.
 """
@@ -47,6 +47,7 @@ class FusionEncoderConfig:
     num_answers: int = 23  # answer classes (len(shapes_qa.ANSWER_VOCAB) = 23 for the shapes world)
     answers: list[str] = field(default_factory=list)  # the vqa head's answer per class id; [] = unnamed
     heads: list[str] = field(default_factory=lambda: list(DEFAULT_HEADS))  # enabled heads, from HEADS
+    point_itm: bool = False  # the point head also checks relations for itm (needs itm and point)
     tie_mlm_head: bool = True  # the MLM decoder shares the text tower's token embedding matrix
     mask_token_id: int = 1  # id written over masked text ([UNK] of the world BPE, which never emits it)
     special_token_ids: list[int] = field(default_factory=lambda: [0, 1, 2, 3])  # never masked (pad..eos)
@@ -80,6 +81,8 @@ class FusionEncoderConfig:
                 )
         if "point" in self.heads and "vqa" not in self.heads:
             raise ConfigError("FusionEncoderConfig: the point head feeds the vqa head; enable vqa too")
+        if self.point_itm and not {"itm", "point"} <= set(self.heads):
+            raise ConfigError("FusionEncoderConfig: point_itm needs the itm and point heads")
         for name in ("embed_dim", "num_answers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"FusionEncoderConfig: {name} must be >= 1, got {getattr(self, name)}")
@@ -167,7 +170,7 @@ class FusionEncoder(nn.Module):
             self.pointer = PointerReadout(width, _image_token_count(image_encoder))
         if "itm" in self.heads:
             self.itm_head = nn.Linear(width, 1)
-        if "itm" in self.heads and "point" in self.heads:
+        if config.point_itm:
             # added to the ITM logit: does the relation the text states hold between the objects it names?
             # (a product of the relation word and the points' offset, which a linear head cannot form)
             self.itm_point_head = MLP(width + self.pointer.feature_dim, width, out_dim=1)
@@ -304,7 +307,7 @@ class FusionEncoder(nn.Module):
         the objects the text names (whose relation check adds to the logit)."""
         self.require("itm")
         logits = self.itm_head(fused.pooled).squeeze(-1)
-        if "point" not in self.heads:
+        if not self.config.point_itm:
             return logits, None
         features, points = self._pooled_with_points(fused, text_mask)
         return logits + self.itm_point_head(features).squeeze(-1), points
