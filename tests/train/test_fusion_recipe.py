@@ -6,7 +6,12 @@ import torch
 import polymodal
 from polymodal.config import ConfigError
 from polymodal.registry import create_model
-from polymodal.train.fusion_recipe import CurriculumLoss, init_from_model, restart_word_embeddings
+from polymodal.train.fusion_recipe import (
+    CurriculumLoss,
+    fusion_data_note,
+    init_from_model,
+    restart_word_embeddings,
+)
 from polymodal.train.recipe import load_recipe, run_recipe
 
 TINY = [
@@ -88,6 +93,17 @@ def test_fresh_modules_keep_their_initialisation():
     torch.testing.assert_close(model.itm_head.weight, shipped.itm_head.weight)
     with pytest.raises(ConfigError, match="'answer_heads.' names no weight"):
         init_from_model(model, "tiny-fusion", ("answer_heads.",))
+
+
+def test_the_card_says_what_the_recipe_trained_on():
+    recipe = load_recipe(
+        "tiny-fusion",
+        ['init_from="runs/base/model"', 'fresh_words=["left"]', 'data={"question_kinds": {"spatial": 3.0}}'],
+    )
+    note = fusion_data_note(recipe)
+    assert "Starts from `runs/base/model`, with fresh embeddings for the words left" in note
+    assert "spatial 3 (other kinds 1)" in note
+    assert "to step 50, ITC 1 + MLM 1 + MIM 1 (context dropout image 1, text 1)" in note
 
 
 def test_recipe_errors():

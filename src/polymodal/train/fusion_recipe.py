@@ -217,19 +217,44 @@ def run_fusion_recipe(recipe: FusionRecipe, out_dir: str | Path) -> dict[str, An
     summary = trainer.fit()
     pipeline = pipeline_for(spec, model.float().eval(), None, tokenizer=tokenizer)
     results = finish_run(
-        pipeline, recipe, summary, out_dir, data_note=FUSION_DATA, metrics_note=FUSION_METRICS
+        pipeline, recipe, summary, out_dir, data_note=fusion_data_note(recipe), metrics_note=FUSION_METRICS
     )
     return summary | {"model_dir": str(out_dir / "model"), "eval": results}
 
 
-FUSION_DATA = (
-    "the shapes world's train split (1-4 objects; four colour/shape pairs never shown), each scene with a "
-    "caption in a training phrasing, one caption contradicting it (colour swap, shape swap, relation flip or "
-    "count change, in turn) as an extra ITM negative, and questions whose kind is drawn uniformly. Both "
-    "towers start from tiny-clip. Curriculum: ITC + text-only MLM + image-only MIM, then every task jointly "
-    "(ITM on uniformly drawn in-batch negatives first, then on ITC-mined and contradicting ones). "
-    "Evaluated on test scenes and on scenes holding a held-out pair."
-)
+def fusion_data_note(recipe: FusionRecipe) -> str:
+    """The model card's data paragraph: what the recipe trained on, from what, in which phases."""
+    data = recipe.data_config()
+    kinds = (
+        "drawn with weights " + ", ".join(f"{k} {w:g}" for k, w in sorted(data.question_kinds.items()))
+        + " (other kinds 1)"
+        if data.question_kinds
+        else "drawn uniformly"
+    )  # fmt: skip
+    start = f"Starts from `{recipe.init_from}`" if recipe.init_from else "Starts from random weights"
+    if recipe.fresh_modules:
+        start += f" (restarting {', '.join(recipe.fresh_modules)})"
+    if recipe.fresh_words:
+        start += f", with fresh embeddings for the words {', '.join(recipe.fresh_words)}"
+    phases = "; ".join(_phase_note(phase) for phase in recipe.curriculum.phases)
+    return (
+        f"the shapes world's train split ({data.min_objects}-{data.max_objects} objects; four colour/shape pairs "
+        "never shown), each scene with a caption in a training phrasing, one caption contradicting it (colour "
+        "swap, shape swap, relation flip or count change, in turn) as an extra ITM negative, and "
+        f"{data.questions_per_scene} question(s) whose kind is {kinds}. {start}. Phases: {phases}. "
+        "Evaluated on test scenes and on scenes holding a held-out pair."
+    )
+
+
+def _phase_note(phase) -> str:
+    until = "to the end" if phase.until_step is None else f"to step {phase.until_step}"
+    tasks = " + ".join(f"{task.upper()} {weight:g}" for task, weight in phase.tasks.items() if weight > 0)
+    notes = [f"{phase.itm_negatives} ITM negatives"] if phase.tasks.get("itm", 0) > 0 else []
+    dropout = ", ".join(f"{m} {p:g}" for m, p in phase.modality_dropout.items() if p > 0)
+    notes += [f"context dropout {dropout}"] if dropout else []
+    return f"{until}, {tasks}" + (f" ({'; '.join(notes)})" if notes else "")
+
+
 FUSION_METRICS = (
     "`shapes-vqa`: one question per scene, exact answer; `_heldout`: scenes holding a colour/shape pair never "
     "seen in training. `shapes-mismatch`: true caption accepted (ITM p >= 0.5) and a caption contradicting "
