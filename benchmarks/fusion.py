@@ -1,7 +1,7 @@
 """Which fusion strategy? Every fusion of ``polymodal.modules.fusion`` (and ALBEF's query-stream style of the
 transformer) trained on the shapes world with the same data and budget, measured side by side in one run.
 
-Every strategy gets the tiny-fusion recipe with the same frozen tiny-clip towers (so the budget goes to the
+Every strategy gets the tiny-fusion-base recipe with the same frozen tiny-clip towers (so the budget goes to the
 fusion and its heads, and every fusion reads the same features), the same batches and steps, and the heads
 it can feed: pooled fusions give no per-token outputs, so they train ITC + ITM + VQA without MLM / MIM;
 ALBEF's style updates only the text stream, so it has no MIM. The curriculum is the recipe's (single-modality
@@ -57,7 +57,7 @@ def curriculum_for(base: dict, heads: list[str], dropout: bool, scale: float) ->
 
 
 def recipe_for(strategy: str, dropout: bool, args) -> FusionRecipe:
-    data = load_json(RECIPE_DIR / "tiny-fusion.json")
+    data = load_json(RECIPE_DIR / "tiny-fusion-base.json")
     fusion = STRATEGIES[strategy]
     heads = heads_for(fusion)
     data["name"] = f"bench-{strategy}-{'dropout' if dropout else 'plain'}"
@@ -155,7 +155,7 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     print(
         f"\nSame data and budget: {args.steps} steps of {args.batch} scenes ({args.questions} questions each) "
-        f"through the tiny-fusion curriculum scaled to that length; towers frozen from tiny-clip; "
+        f"through the tiny-fusion-base curriculum scaled to that length; towers frozen from tiny-clip; "
         f"n={args.n} eval scenes.\n"
     )
     print(table(rows))

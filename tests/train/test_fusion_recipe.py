@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import polymodal
+from fusion_fixtures import tiny_fusion_pipeline
 from polymodal.config import ConfigError
 from polymodal.registry import create_model
 from polymodal.train.fusion_recipe import (
@@ -33,7 +34,7 @@ TINY = [
 
 
 def test_few_step_run_follows_the_curriculum_saves_and_evaluates(tmp_path):
-    recipe = load_recipe("tiny-fusion", TINY)
+    recipe = load_recipe("tiny-fusion-base", TINY)
     summary = run_recipe(recipe, tmp_path / "run")
     assert summary["steps"] == 3
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -59,13 +60,21 @@ def test_towers_start_from_tiny_clip_and_keep_the_mlm_tie():
     assert tokenizer.vocab_size <= model.text_encoder.config.vocab_size
 
 
-def test_a_fusion_model_starts_from_a_trained_one_with_a_new_head():
-    torch.manual_seed(0)
-    heads = ["itc", "itm", "mlm", "mim", "vqa", "point"]
-    model = create_model("tiny-fusion", heads=heads, point_itm=True)
-    tokenizer = init_from_model(model, "tiny-fusion")
-    shipped = polymodal.load("tiny-fusion").model.float()
-    theirs = shipped.state_dict()
+POINTED = ["itc", "itm", "mlm", "mim", "vqa", "point"]
+
+
+def saved_fusion(folder, tokenizer, **overrides):
+    """A tiny fusion model saved to ``folder`` (a trained one's stand-in); returns (path, model)."""
+    pipeline = tiny_fusion_pipeline(tokenizer, **overrides)
+    pipeline.save(folder)
+    return str(folder), pipeline.model
+
+
+def test_a_fusion_model_starts_from_a_trained_one_with_a_new_head(tmp_path, tokenizer):
+    source, trained = saved_fusion(tmp_path / "trained", tokenizer)  # no point head
+    model = tiny_fusion_pipeline(tokenizer, seed=1, heads=POINTED, point_itm=True).model
+    loaded_tokenizer = init_from_model(model, source)
+    theirs = trained.state_dict()
     for key, value in model.state_dict().items():
         if key == "answer_head.fc1.weight":  # reads the points too now: the old columns are kept
             torch.testing.assert_close(value[:, : theirs[key].shape[1]], theirs[key])
@@ -74,30 +83,40 @@ def test_a_fusion_model_starts_from_a_trained_one_with_a_new_head():
         else:
             assert key.startswith(("pointer.", "itm_point_head.")), key
     assert model.mlm_decoder.weight is model.text_encoder.token_embed.weight
+    assert loaded_tokenizer.vocab_size == tokenizer.vocab_size
+    with pytest.raises(ConfigError, match="does not fit the model: pointer"):
+        init_from_model(
+            tiny_fusion_pipeline(tokenizer).model, saved_fusion(tmp_path / "p", tokenizer, heads=POINTED)[0]
+        )
+
+
+def test_fresh_word_embeddings_restart_only_their_rows():
+    model = create_model("tiny-fusion", heads=POINTED)
+    tokenizer = init_from_model(model, "tiny-fusion")  # the shipped model and its tokenizer
     table = model.text_encoder.token_embed.weight
     before = table.detach().clone()
     restart_word_embeddings(model, tokenizer, ["left", "right"])
     changed = (table != before).any(dim=1).nonzero().flatten().tolist()
     assert changed == sorted(tokenizer.encode("left right")[1:3])
+    torch.testing.assert_close(table[changed].norm(dim=1), before.norm(dim=1).mean().expand(2))
     with pytest.raises(ConfigError, match="only one-token words"):
         restart_word_embeddings(model, tokenizer, ["left of"])
 
 
-def test_fresh_modules_keep_their_initialisation():
-    torch.manual_seed(0)
-    model = create_model("tiny-fusion")
+def test_fresh_modules_keep_their_initialisation(tmp_path, tokenizer):
+    source, trained = saved_fusion(tmp_path / "trained", tokenizer)
+    model = tiny_fusion_pipeline(tokenizer, seed=1).model
     initial = model.answer_head.fc1.weight.detach().clone()
-    init_from_model(model, "tiny-fusion", ("answer_head.",))
-    shipped = polymodal.load("tiny-fusion").model.float()
+    init_from_model(model, source, ("answer_head.",))
     torch.testing.assert_close(model.answer_head.fc1.weight, initial)
-    torch.testing.assert_close(model.itm_head.weight, shipped.itm_head.weight)
+    torch.testing.assert_close(model.itm_head.weight, trained.itm_head.weight)
     with pytest.raises(ConfigError, match="'answer_heads.' names no weight"):
-        init_from_model(model, "tiny-fusion", ("answer_heads.",))
+        init_from_model(model, source, ("answer_heads.",))
 
 
 def test_the_card_says_what_the_recipe_trained_on():
     recipe = load_recipe(
-        "tiny-fusion",
+        "tiny-fusion-base",
         ['init_from="runs/base/model"', 'fresh_words=["left"]', 'data={"question_kinds": {"spatial": 3.0}}'],
     )
     note = fusion_data_note(recipe)
@@ -108,12 +127,12 @@ def test_the_card_says_what_the_recipe_trained_on():
 
 def test_recipe_errors():
     with pytest.raises(ConfigError, match="unknown key 'questions'"):
-        load_recipe("tiny-fusion", ['data={"questions": 2}'])
+        load_recipe("tiny-fusion-base", ['data={"questions": 2}'])
     with pytest.raises(ConfigError, match="unknown task 'cap'"):
-        load_recipe("tiny-fusion", ['curriculum={"phases": [{"tasks": {"cap": 1.0}}]}'])
+        load_recipe("tiny-fusion-base", ['curriculum={"phases": [{"tasks": {"cap": 1.0}}]}'])
     with pytest.raises(ConfigError, match="freeze_towers"):
-        load_recipe("tiny-fusion", ['init_from=""', "freeze_towers=true"])
+        load_recipe("tiny-fusion-base", ['init_from=""', "freeze_towers=true"])
     with pytest.raises(ConfigError, match="neither an image-text dual encoder nor a fusion model"):
         init_from_model(create_model("tiny-fusion"), "tiny-assistant")
     with pytest.raises(RuntimeError, match="follow"):
-        CurriculumLoss(load_recipe("tiny-fusion").curriculum)(None, {})
+        CurriculumLoss(load_recipe("tiny-fusion-base").curriculum)(None, {})
