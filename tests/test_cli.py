@@ -63,6 +63,8 @@ def test_errors_are_messages_not_tracebacks(tiny_model_dir, tmp_path):
     assert result.exit_code == 2
     result = invoke("train", "--recipe", "tiny-clip", "--set", "train.stepz=3")
     assert result.exit_code == 2 and "unknown key 'stepz'" in result.output
+    result = invoke("train", "--recipe", "tiny-fusion", "--set", f"init_from={tmp_path / 'base'}")
+    assert result.exit_code == 2 and "was not found" in result.output and "tiny-fusion-base" in result.output
 
 
 def test_export_fp16_keeps_card(tiny_model_dir, tmp_path):

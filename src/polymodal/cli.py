@@ -95,7 +95,10 @@ def train(
         spec = load_recipe(recipe, set_ or [])
     except (ConfigError, FileNotFoundError) as e:
         fail(str(e))
-    summary = run_recipe(spec, out or Path("runs") / spec.name)
+    try:
+        summary = run_recipe(spec, out or Path("runs") / spec.name)
+    except ConfigError as e:  # found while building the run: a missing init_from, mismatched shapes
+        fail(str(e))
     if "model_dir" in summary:  # rank 0 (the only rank that saves and evaluates) reports
         typer.echo(json.dumps(summary, indent=2))
 

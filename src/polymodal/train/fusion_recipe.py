@@ -84,9 +84,15 @@ def init_from_model(model, source: str, fresh_modules: tuple[str, ...] = ()):
     """Start ``model`` from ``source``: a dual encoder gives both towers, a fusion model every weight the
     two share (see :func:`load_shared_weights`) but those under ``fresh_modules`` (say, a head to relearn).
     Returns ``source``'s tokenizer."""
-    from polymodal.hub import load
+    from polymodal.hub import ModelNotFoundError, load
 
-    loaded = load(source)
+    try:
+        loaded = load(source)
+    except ModelNotFoundError as e:
+        raise ConfigError(
+            f"init_from {source!r} was not found (a path is read from the working directory): train it "
+            f"first, e.g. tiny-fusion starts from `polymodal train --recipe tiny-fusion-base` ({e})"
+        ) from None
     if getattr(loaded.model, "modality", None) == "image" and hasattr(loaded.model, "media_encoder"):
         init_towers(model, loaded.model.media_encoder, loaded.model.text_encoder, source)
     elif type(loaded.model) is type(model):
