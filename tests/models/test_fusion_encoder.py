@@ -469,3 +469,5 @@ def test_the_point_head_checks_relations_for_itm_starting_from_the_pooled_logit(
     loss, metrics = point_loss(model, captions)
     assert set(metrics) == {"l1", "caption_l1"} and torch.isfinite(loss)
     torch.testing.assert_close(loss, metrics["l1"] + metrics["caption_l1"])
+    plain = tiny(heads=POINTED)  # its ITM does not read points: captions are not pointed at
+    assert set(point_loss(plain, captions)[1]) == {"l1"}

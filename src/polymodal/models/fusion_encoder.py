@@ -166,14 +166,8 @@ class FusionEncoder(nn.Module):
             self.image_proj = nn.Linear(image_width, config.embed_dim, bias=False)
             self.text_proj = nn.Linear(text_width, config.embed_dim, bias=False)
             self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
-        if "point" in self.heads:
-            self.pointer = PointerReadout(width, _image_token_count(image_encoder))
         if "itm" in self.heads:
             self.itm_head = nn.Linear(width, 1)
-        if config.point_itm:
-            # added to the ITM logit: does the relation the text states hold between the objects it names?
-            # (a product of the relation word and the points' offset, which a linear head cannot form)
-            self.itm_point_head = MLP(width + self.pointer.feature_dim, width, out_dim=1)
         if "mlm" in self.heads:
             self.vocab_size = config.vocab_size or token_embedding(text_encoder).num_embeddings
             self.mlm_transform = nn.Sequential(
@@ -183,9 +177,16 @@ class FusionEncoder(nn.Module):
         if "mim" in self.heads:
             self.mim_token = nn.Parameter(torch.empty(image_width))
             self.mim_head = MLP(width, width, out_dim=image_width)
+        # heads are built in this order so that a seed gives the same fresh weights as when each was added
+        if "point" in self.heads:
+            self.pointer = PointerReadout(width, _image_token_count(image_encoder))
         if "vqa" in self.heads:
             answer_in = width + (self.pointer.feature_dim if "point" in self.heads else 0)
             self.answer_head = MLP(answer_in, 2 * width, out_dim=config.num_answers)
+        if config.point_itm:
+            # added to the ITM logit: does the relation the text states hold between the objects it names?
+            # (a product of the relation word and the points' offset, which a linear head cannot form)
+            self.itm_point_head = MLP(width + self.pointer.feature_dim, width, out_dim=1)
         self._init_heads()
 
     def _init_heads(self) -> None:

@@ -306,16 +306,17 @@ def point_loss(
 ) -> tuple[Tensor, Metrics]:
     """L1 between the points of the point head and the centres of the objects each question names
     (``question_points`` (Q, 2, 2), ``question_points_mask`` (Q, 2): False where the question names no
-    such object), and with ``caption_points`` / ``caption_points_mask`` (B, 2, 2) / (B, 2) also those each
-    relation caption names (pointed at in a pass over the true pairs). Metrics: the mean L1 (in image
-    widths) of each."""
+    such object), and for a model whose ITM reads the points (``point_itm``) also with ``caption_points`` /
+    ``caption_points_mask`` (B, 2, 2) / (B, 2): those each relation caption names (pointed at in a pass
+    over the true pairs). Metrics: the mean L1 (in image widths) of each."""
     model.require("point")
     _need(batch, ("question_points", "question_points_mask"), "point")
     encoded = encoded or EncodedBatch(model, batch)
     _, points = _answer_pass(model, batch, encoded, modality_dropout, generator)
     loss = _point_l1(points, batch["question_points"], batch["question_points_mask"], "question")
     metrics = {"l1": loss.detach()}
-    if "caption_points" in batch and bool(batch["caption_points_mask"].any()):
+    captions_too = model.config.point_itm and "caption_points" in batch
+    if captions_too and bool(batch["caption_points_mask"].any()):
         fused = model.fuse(encoded.image_tokens, encoded.text_tokens, encoded.text_mask)
         said = model.point_at(fused, encoded.text_mask)
         caption = _point_l1(said, batch["caption_points"], batch["caption_points_mask"], "caption")
