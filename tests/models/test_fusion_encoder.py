@@ -228,6 +228,8 @@ def test_missing_batch_keys_and_disabled_heads_raise():
         ({"answers": ["yes", "no"]}, "answers must be 5 distinct"),
         ({"heads": ["itc", "point"]}, "enable vqa too"),
         ({"heads": ["itc", "vqa", "point"], "point_itm": True}, "point_itm needs the itm and point heads"),
+        ({"point_relations": 2}, "point_relations must be >= 0 and needs the point head"),
+        ({"heads": POINTED, "point_relations": -1}, "point_relations must be >= 0"),
         (
             {"heads": ["vqa", "point"], "fusion": {"type": "transformer", "style": "albef", "width": 16}},
             "point head needs fused image",
@@ -451,6 +453,19 @@ def test_the_point_head_feeds_the_answer_and_shares_one_pass_with_vqa():
     torch.testing.assert_close(total, parts["vqa"] + parts["point"])
     none_named = {**b, "question_points_mask": torch.zeros(4, 2, dtype=torch.bool)}
     assert point_loss(model, none_named)[0].item() == 0.0
+
+
+def test_relation_features_feed_the_answer_and_itm_heads():
+    assert not hasattr(tiny(heads=POINTED), "relation")  # opt in: models saved without it still load
+    model, b = tiny(heads=POINTED, point_itm=True, point_relations=3), batch()
+    assert model.answer_head.fc1.in_features == model.itm_point_head.fc1.in_features == 16 + 6 + 3
+    out = model(b["images"], b["question_ids"], b["question_mask"])
+    torch.testing.assert_close(
+        model.answer_logits(b["images"], b["question_ids"], b["question_mask"]), out["answer_logits"]
+    )
+    total, _ = multitask_loss(model, b, {"itc": 1.0, "itm": 1.0, "vqa": 1.0, "point": 1.0})
+    total.backward()
+    assert model.relation.directions.weight.grad.abs().sum() > 0 and model.relation.slot.grad.abs().sum() > 0
 
 
 def test_the_point_head_checks_relations_for_itm_starting_from_the_pooled_logit():

@@ -9,7 +9,8 @@ Heads (each enabled in ``FusionEncoderConfig.heads``):
 - ``mim``: masked image modelling: regress masked image tokens from the fused image tokens (text context);
 - ``vqa``: answer classification over a fixed answer vocabulary;
 - ``point``: points at the two objects a question or caption names (modules/fusion_pointer.py); the
-  answer head reads the points, and with ``point_itm`` a relation check reading them adds to the ITM logit.
+  answer head reads the points, and with ``point_itm`` a relation check reading them adds to the ITM logit;
+  ``point_relations`` adds bilinear features (a direction read from the text, dot the points' offset).
 
 The losses live in :mod:`polymodal.modules.fusion_losses`; the model only computes features and logits.
 """
@@ -26,7 +27,7 @@ from torch import Tensor, nn
 
 from polymodal.config import ConfigError, from_dict
 from polymodal.modules.fusion import FUSIONS, FusionConfig, FusionOutput, build_fusion
-from polymodal.modules.fusion_pointer import PointerReadout
+from polymodal.modules.fusion_pointer import PointerReadout, RelationReadout
 from polymodal.modules.layers import MLP, init_weights
 from polymodal.modules.text import pool_tokens
 from polymodal.registry import blank_input, build_encoder, encoder_config
@@ -48,6 +49,7 @@ class FusionEncoderConfig:
     answers: list[str] = field(default_factory=list)  # the vqa head's answer per class id; [] = unnamed
     heads: list[str] = field(default_factory=lambda: list(DEFAULT_HEADS))  # enabled heads, from HEADS
     point_itm: bool = False  # the point head also checks relations for itm (needs itm and point)
+    point_relations: int = 0  # bilinear relation features (direction . points' offset) read; 0 = none
     tie_mlm_head: bool = True  # the MLM decoder shares the text tower's token embedding matrix
     mask_token_id: int = 1  # id written over masked text ([UNK] of the world BPE, which never emits it)
     special_token_ids: list[int] = field(default_factory=lambda: [0, 1, 2, 3])  # never masked (pad..eos)
@@ -83,6 +85,11 @@ class FusionEncoderConfig:
             raise ConfigError("FusionEncoderConfig: the point head feeds the vqa head; enable vqa too")
         if self.point_itm and not {"itm", "point"} <= set(self.heads):
             raise ConfigError("FusionEncoderConfig: point_itm needs the itm and point heads")
+        if self.point_relations < 0 or (self.point_relations and "point" not in self.heads):
+            raise ConfigError(
+                f"FusionEncoderConfig: point_relations must be >= 0 and needs the point head, got "
+                f"{self.point_relations} with heads {self.heads}"
+            )
         for name in ("embed_dim", "num_answers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"FusionEncoderConfig: {name} must be >= 1, got {getattr(self, name)}")
@@ -180,13 +187,15 @@ class FusionEncoder(nn.Module):
         # heads are built in this order so that a seed gives the same fresh weights as when each was added
         if "point" in self.heads:
             self.pointer = PointerReadout(width, _image_token_count(image_encoder))
+        read_in = width + (self.pointer.feature_dim + config.point_relations if "point" in self.heads else 0)
         if "vqa" in self.heads:
-            answer_in = width + (self.pointer.feature_dim if "point" in self.heads else 0)
-            self.answer_head = MLP(answer_in, 2 * width, out_dim=config.num_answers)
+            self.answer_head = MLP(read_in, 2 * width, out_dim=config.num_answers)
         if config.point_itm:
             # added to the ITM logit: does the relation the text states hold between the objects it names?
             # (a product of the relation word and the points' offset, which a linear head cannot form)
-            self.itm_point_head = MLP(width + self.pointer.feature_dim, width, out_dim=1)
+            self.itm_point_head = MLP(read_in, width, out_dim=1)
+        if config.point_relations:
+            self.relation = RelationReadout(width, config.point_relations)
         self._init_heads()
 
     def _init_heads(self) -> None:
@@ -200,6 +209,7 @@ class FusionEncoder(nn.Module):
             "mim_head",
             "answer_head",
             "pointer",
+            "relation",
         ):
             if hasattr(self, name):
                 init_weights(getattr(self, name))
@@ -321,8 +331,11 @@ class FusionEncoder(nn.Module):
 
     def _pooled_with_points(self, fused: FusionOutput, text_mask: Tensor | None) -> tuple[Tensor, Tensor]:
         points = self.point_at(fused, text_mask)
-        features = torch.cat([fused.pooled, self.pointer.features(points).to(fused.pooled.dtype)], dim=-1)
-        return features, points
+        parts = [fused.pooled, self.pointer.features(points).to(fused.pooled.dtype)]
+        if self.config.point_relations:
+            relations = self.relation(fused.modality_tokens["text"], text_mask, points)
+            parts.append(relations.to(fused.pooled.dtype))
+        return torch.cat(parts, dim=-1), points
 
     def answer_readout(
         self, fused: FusionOutput, question_mask: Tensor | None

@@ -2,9 +2,10 @@
 
 ``polymodal train --recipe tiny-fusion-base`` starts both towers (and the tokenizer) from a trained dual
 encoder (``init_from``, tiny-clip by default); a recipe may instead continue a trained fusion model (as
-``tiny-fusion`` continues ``tiny-fusion-base``, adding the point head). Either then trains with :func:`~polymodal.modules.fusion_losses.multitask_loss`
-weighted by the recipe's :class:`~polymodal.train.curriculum.Curriculum` at the trainer's step
-(single-modality tasks first, then the joint ones), saves the model, evaluates it and writes its card.
+``tiny-fusion`` continues ``tiny-fusion-base``, adding the point head and its relation features). Either
+then trains with :func:`~polymodal.modules.fusion_losses.multitask_loss` weighted by the recipe's
+:class:`~polymodal.train.curriculum.Curriculum` at the trainer's step (single-modality tasks first, then
+the joint ones), saves the model, evaluates it and writes its card.
 The run folder resumes like every recipe's. Single process: the loss reads the model's heads directly,
 which a DDP wrapper would hide.
 """
