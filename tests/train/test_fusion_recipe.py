@@ -91,7 +91,7 @@ def test_a_fusion_model_starts_from_a_trained_one_with_a_new_head(tmp_path, toke
 
 
 def test_fresh_word_embeddings_restart_only_their_rows():
-    model = create_model("tiny-fusion", heads=POINTED)
+    model = create_model("tiny-fusion", heads=POINTED, point_itm=True, point_relations=8)  # as shipped
     tokenizer = init_from_model(model, "tiny-fusion")  # the shipped model and its tokenizer
     table = model.text_encoder.token_embed.weight
     before = table.detach().clone()
