@@ -33,6 +33,15 @@ def grid_coordinates(tokens: int) -> Tensor:
     return torch.stack([xs.flatten(), ys.flatten()], dim=-1)
 
 
+def read_text(slots: Tensor, text: Tensor, text_mask: Tensor | None) -> Tensor:
+    """Each learned slot's attention-weighted mean of the text tokens: slots (S, W), text (B, T, W) with
+    mask (B, T) (True = real token) -> (B, S, W)."""
+    scores = torch.einsum("sw,btw->bst", slots.to(text.dtype), text) * text.shape[-1] ** -0.5  # (B, S, T)
+    if text_mask is not None:
+        scores = scores.masked_fill(~text_mask[:, None, :], float("-inf"))
+    return scores.softmax(dim=-1) @ text
+
+
 class PointerReadout(nn.Module):
     """Fused text and image tokens -> one point (x, y) in [0, 1] per slot, (B, slots, 2)."""
 
@@ -55,12 +64,8 @@ class PointerReadout(nn.Module):
         """text (B, T, W) with mask (B, T) (True = real token), image (B, N, W) -> points (B, slots, 2)."""
         if image.shape[1] != self.coordinates.shape[0]:
             raise ValueError(f"expected {self.coordinates.shape[0]} image tokens, got {image.shape[1]}")
-        scale = text.shape[-1] ** -0.5
-        scores = torch.einsum("sw,btw->bst", self.slots.to(text.dtype), text) * scale  # (B, S, T)
-        if text_mask is not None:
-            scores = scores.masked_fill(~text_mask[:, None, :], float("-inf"))
-        slot = scores.softmax(dim=-1) @ text  # (B, S, W)
-        attention = (self.query(slot) @ image.transpose(1, 2)) * scale  # (B, S, N)
+        slot = read_text(self.slots, text, text_mask)  # (B, S, W)
+        attention = (self.query(slot) @ image.transpose(1, 2)) * text.shape[-1] ** -0.5  # (B, S, N)
         return attention.float().softmax(dim=-1) @ self.coordinates  # (B, S, 2)
 
     @staticmethod
@@ -90,10 +95,7 @@ class RelationReadout(nn.Module):
         """text (B, T, W), mask (B, T) (True = real token), points (B, S >= 2, 2) -> (B, directions)."""
         if points.shape[1] < 2:
             raise ValueError(f"a relation needs two points per text, got {points.shape[1]}")
-        scores = (text @ self.slot.to(text.dtype)) * text.shape[-1] ** -0.5  # (B, T)
-        if text_mask is not None:
-            scores = scores.masked_fill(~text_mask, float("-inf"))
-        word = (scores.softmax(dim=-1)[:, None, :] @ text).squeeze(1)  # (B, W)
+        word = read_text(self.slot[None], text, text_mask)[:, 0]  # (B, W)
         directions = self.directions(word).float().unflatten(-1, (-1, 2))  # (B, K, 2)
         offset = (points[:, 0] - points[:, 1]).float()  # (B, 2)
         return (directions * offset[:, None, :]).sum(-1) * OFFSET_SCALE
