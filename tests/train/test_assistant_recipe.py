@@ -67,6 +67,26 @@ def test_merged_lora_gives_the_same_logits():
         assert torch.allclose(merged(ids), before, atol=1e-5)
 
 
+def test_lora_can_train_named_lm_parts_in_full_beside_it():
+    lm = CausalLM(DecoderConfig(vocab_size=40, width=32, depth=1, heads=2))
+    lora = add_lora(lm, LoraRecipe(r=4, alpha=8, train_parts=["norm", "bias", "embed"]))
+    trained = {name for name, p in lora.model.named_parameters() if p.requires_grad}
+    assert "token_embed.weight" in trained and "blocks.0.norm1.weight" in trained
+    assert (
+        "blocks.0.attn.qkv.base_layer.bias" in trained
+        and "blocks.0.attn.qkv.lora_A.default.weight" in trained
+    )
+    assert "blocks.0.attn.qkv.base_layer.weight" not in trained  # adapted matrices stay frozen
+    plain = {
+        n
+        for n, p in add_lora(CausalLM(lm.config), LoraRecipe(r=4)).model.named_parameters()
+        if p.requires_grad
+    }
+    assert plain and all("lora_" in name for name in plain)
+    with pytest.raises(ConfigError, match="'nrom' names no trainable part"):
+        add_lora(CausalLM(lm.config), LoraRecipe(r=4, train_parts=["nrom"]))
+
+
 def test_train_vision_fine_tunes_the_tower_in_its_stage_only(tmp_path):
     path = _tiny_recipe(tmp_path)
     data = json.loads(path.read_text())

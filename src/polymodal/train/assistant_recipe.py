@@ -28,6 +28,9 @@ class LoraRecipe:
     alpha: int = 32  # scaling numerator (update scaled by alpha / r)
     dropout: float = 0.0  # dropout on the LoRA input
     target_modules: list[str] = field(default_factory=lambda: ["qkv", "proj", "fc1", "fc2"])  # LM layer names
+    # LM parameters trained in full beside LoRA, by name fragment (e.g. ["norm", "bias", "embed"]; LLaVA
+    # trains new embeddings so); the LoRA matrices' frozen base weights never match
+    train_parts: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -132,7 +135,23 @@ def add_lora(lm, lora: LoraRecipe):
     config = LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules
     )
-    return LoraModel(lm, config, "default")
+    wrapped = LoraModel(lm, config, "default")
+    train_lm_parts(lm, lora.train_parts)
+    return wrapped
+
+
+def train_lm_parts(lm, fragments: list[str]) -> None:
+    """Unfreeze the LM parameters whose names contain any of ``fragments`` (never LoRA's own or the base
+    weights it adapts); a ConfigError names a fragment that matches nothing."""
+    for fragment in fragments:
+        chosen = [
+            p for name, p in lm.named_parameters()
+            if fragment in name and "lora_" not in name and "base_layer.weight" not in name
+        ]  # fmt: skip
+        if not chosen:
+            raise ConfigError(f"lora.train_parts: {fragment!r} names no trainable part of the LM")
+        for p in chosen:
+            p.requires_grad_(True)
 
 
 def _stage_batches(recipe: AssistantRecipe, stage_name: str, stage: StageRecipe, model, tokenizer, processor):
