@@ -473,7 +473,10 @@ def test_the_point_head_checks_relations_for_itm_starting_from_the_pooled_logit(
     model, b = tiny(heads=POINTED, point_itm=True), batch()
     args = (b["images"], b["input_ids"], b["attention_mask"])
     fused = model.fuse(model.image_tokens(b["images"]), model.text_tokens(*args[1:]), b["attention_mask"])
-    logits, points = model.match_readout(fused, b["attention_mask"])
+    logits, points = (
+        model.match_readout(fused, b["attention_mask"]),
+        model.point_at(fused, b["attention_mask"]),
+    )
     torch.testing.assert_close(logits, model.itm_head(fused.pooled).squeeze(-1))  # relation check starts at 0
     assert points.shape == (4, 2, 2)
     torch.testing.assert_close(model.match_logits(*args), logits)

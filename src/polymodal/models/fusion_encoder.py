@@ -311,17 +311,17 @@ class FusionEncoder(nn.Module):
         fused = self.fuse(
             self.image_tokens(images), self.text_tokens(input_ids, attention_mask), attention_mask
         )
-        return self.match_readout(fused, attention_mask)[0]
+        return self.match_readout(fused, attention_mask)
 
-    def match_readout(self, fused: FusionOutput, text_mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """ITM logits (B,) from fused text+image tokens, and with the point head the points (B, 2, 2) at
-        the objects the text names (whose relation check adds to the logit)."""
+    def match_readout(self, fused: FusionOutput, text_mask: Tensor | None) -> Tensor:
+        """ITM logits (B,) from fused text+image tokens; with ``point_itm``, plus the relation check on the
+        points at the objects the text names."""
         self.require("itm")
         logits = self.itm_head(fused.pooled).squeeze(-1)
         if not self.config.point_itm:
-            return logits, None
-        features, points = self._pooled_with_points(fused, text_mask)
-        return logits + self.itm_point_head(features).squeeze(-1), points
+            return logits
+        features, _ = self._pooled_with_points(fused, text_mask)
+        return logits + self.itm_point_head(features).squeeze(-1)
 
     def point_at(self, fused: FusionOutput, text_mask: Tensor | None) -> Tensor:
         """Points (B, 2, 2), (x, y) in [0, 1], at the objects the fused text names."""
@@ -376,7 +376,7 @@ class FusionEncoder(nn.Module):
             if text is not None:
                 out["text_features"] = self.text_embedding(text, attention_mask)
         if "itm" in self.heads and image is not None and text is not None:
-            out["match_logits"] = self.match_readout(fused, attention_mask)[0]
+            out["match_logits"] = self.match_readout(fused, attention_mask)
         if "vqa" in self.heads and image is not None and text is not None:
             out["answer_logits"], points = self.answer_readout(fused, attention_mask)
             if points is not None:

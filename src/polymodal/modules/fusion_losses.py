@@ -181,7 +181,7 @@ def itm_loss(
     if negatives == "hard" and "neg_input_ids" in batch:
         image_index, texts, masks, contradictions = _with_contradictions(encoded, image_index, texts, masks)
     fused = model.fuse(image_tokens[image_index], texts, masks)
-    logits, _ = model.match_readout(fused, masks)
+    logits = model.match_readout(fused, masks)
     labels = torch.zeros_like(logits)
     labels[:n] = 1.0
     # positives and negatives weigh the same: with up to 3 negatives per positive, "never a match" would

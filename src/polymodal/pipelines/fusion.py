@@ -112,7 +112,7 @@ class FusionPipeline(Pipeline):
                 text_tokens[s : s + batch_size],
                 text_mask[s : s + batch_size],
             )
-            logits = self.model.match_readout(fused, text_mask[s : s + batch_size])[0]
+            logits = self.model.match_readout(fused, text_mask[s : s + batch_size])
             out.append(torch.sigmoid(logits.float()).cpu().numpy())
         return np.concatenate(out)
 
