@@ -6,7 +6,8 @@ import torch
 import polymodal
 from polymodal.config import ConfigError
 from polymodal.modules.decoder import CausalLM, DecoderConfig
-from polymodal.train.assistant_recipe import LoraRecipe, add_lora
+from polymodal.train.assistant_recipe import LoraRecipe, add_lora, lora_b_scales
+from polymodal.train.loop import TrainConfig, build_optimizer
 from polymodal.train.recipe import load_recipe, run_recipe
 
 
@@ -23,7 +24,11 @@ def _tiny_recipe(tmp_path, **extra):
         "model_overrides": {"lm": {"width": 32, "depth": 1, "heads": 2, "context_length": 128}},
         "tokenizer_corpus_size": 2000,
         "tokenizer_vocab_size": 300,
-        "stages": {"lm": stage, "align": stage, "instruct": {**stage, "lora": {"r": 2, "alpha": 4}}},
+        "stages": {
+            "lm": stage,
+            "align": stage,
+            "instruct": {**stage, "lora": {"r": 2, "alpha": 4, "b_lr_ratio": 4.0}},
+        },
         **extra,
     }
     path = tmp_path / "recipe.json"
@@ -85,6 +90,21 @@ def test_lora_can_train_named_lm_parts_in_full_beside_it():
     assert plain and all("lora_" in name for name in plain)
     with pytest.raises(ConfigError, match="'nrom' names no trainable part"):
         add_lora(CausalLM(lm.config), LoraRecipe(r=4, train_parts=["nrom"]))
+
+
+def test_lora_plus_gives_the_b_matrices_their_own_learning_rate():
+    lm = CausalLM(DecoderConfig(vocab_size=40, width=32, depth=1, heads=2))
+    add_lora(lm, LoraRecipe(r=4, b_lr_ratio=16.0))
+    scales = lora_b_scales(lm, 16.0)
+    assert scales and all("lora_B" in name for name in scales)
+    optimizer = build_optimizer(lm, TrainConfig(lr=1e-3, lr_scale=scales))
+    b_params = {id(p) for n, p in lm.named_parameters() if "lora_B" in n}
+    for group in optimizer.param_groups:
+        in_b = {id(p) in b_params for p in group["params"]}
+        assert len(in_b) == 1  # a group holds B matrices only, or none
+        assert group["lr"] == pytest.approx(16e-3 if in_b == {True} else 1e-3)
+    with pytest.raises(ConfigError, match="b_lr_ratio must be positive"):
+        lora_b_scales(lm, 0.0)
 
 
 def test_train_vision_fine_tunes_the_tower_in_its_stage_only(tmp_path):

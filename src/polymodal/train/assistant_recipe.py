@@ -31,6 +31,8 @@ class LoraRecipe:
     # LM parameters trained in full beside LoRA, by name fragment (e.g. ["norm", "bias", "embed"]; LLaVA
     # trains new embeddings so); the LoRA matrices' frozen base weights never match
     train_parts: list[str] = field(default_factory=list)
+    # LoRA+ (Hayou et al., 2024): the B matrices learn at this multiple of the stage's lr (paper: 16)
+    b_lr_ratio: float = 1.0
 
 
 @dataclass
@@ -154,6 +156,14 @@ def train_lm_parts(lm, fragments: list[str]) -> None:
             p.requires_grad_(True)
 
 
+def lora_b_scales(model, ratio: float) -> dict[str, float]:
+    """LoRA+'s per-parameter lr multipliers: every LoRA B matrix of ``model`` by its full name (an
+    ``lr_scale`` prefix that matches it alone)."""
+    if ratio <= 0:
+        raise ConfigError(f"lora.b_lr_ratio must be positive, got {ratio}")
+    return {name: ratio for name, p in model.named_parameters() if "lora_B" in name and p.requires_grad}
+
+
 def _stage_batches(recipe: AssistantRecipe, stage_name: str, stage: StageRecipe, model, tokenizer, processor):
     from polymodal.data.assistant_batches import AssistantBatches
     from polymodal.data.audio_instructions import AudioInstructionSamples
@@ -196,6 +206,9 @@ def run_stage(recipe: AssistantRecipe, stage_name: str, model, tokenizer, proces
     lora = add_lora(model.lm, stage.lora) if stage_name == "instruct" and stage.lora else None
     trained = model.lm if stage_name == "lm" else model
     config = replace(stage.train, batch_size=stage.batch_size)
+    if lora is not None and stage.lora.b_lr_ratio != 1.0:
+        scales = {**config.lr_scale, **lora_b_scales(trained, stage.lora.b_lr_ratio)}
+        config = replace(config, lr_scale=scales)
     loss_fn = functools.partial(assistant_loss, per_sample=stage.loss_per_sample)
     summary = Trainer(trained, loss_fn, batches.batch, config, out_dir / stage_name).fit()
     if lora is not None:
