@@ -60,6 +60,15 @@ def test_samples_are_pure_functions_of_the_index_and_follow_the_mix():
     assert sum(m["content"].count("<image>") for m in multi(0)[1]) == 1
 
 
+def test_existence_questions_come_in_both_phrasings():
+    samples = InstructionSamples(InstructionDataConfig(mix={"vqa": 1.0}))
+    asked = [samples(i)[1][0]["content"] for i in range(300)]
+    exists = [q for q in asked if q.startswith("<image> is there")]
+    in_image = [q for q in exists if q.endswith(" in the image?")]
+    assert exists and 0 < len(in_image) < len(exists)  # POPE's form and the short one
+    assert not any(q.endswith(" in the image?") for q in asked if q not in exists)
+
+
 def test_bad_mix_is_a_config_error():
     with pytest.raises(ConfigError, match="mix"):
         InstructionSamples(InstructionDataConfig(mix={"poetry": 1.0}))

@@ -16,11 +16,14 @@ from polymodal.config import ConfigError
 from polymodal.data.chat import IMAGE_TOKEN
 from polymodal.data.worlds.shapes import Scene, ShapesWorld, questions, referring_expressions
 from polymodal.data.worlds.shapes_language import RELATION_WORDS, noun_phrase, object_list, relation_facts
+from polymodal.data.worlds.shapes_qa import QA
 from polymodal.data.worlds.shapes_scene import NUMBER_WORDS
 
 SHORT_PROMPTS = ("describe the image briefly.", "what is in the image?", "give a short caption.")
 DETAILED_PROMPTS = ("describe the image in detail.", "give a detailed description of the image.")
 GROUND_PROMPTS = ("where is {}?", "give the bounding box of {}.")
+# existence questions are asked both ways: "is there a red circle?" and POPE's "... in the image?"
+EXISTS_SUFFIXES = ("", " in the image")
 INSTRUCTION_KINDS = ("caption_short", "caption_detailed", "vqa", "grounding", "conversation")
 
 
@@ -63,15 +66,25 @@ def _turn(prompt: str, answer: str, with_image: bool) -> list[dict[str, str]]:
     return [{"role": "user", "content": content}, {"role": "assistant", "content": answer}]
 
 
-def _single(scene: Scene, kind: str, rng: np.random.Generator) -> tuple[str, str]:
-    """(prompt, answer) of one instruction of ``kind``."""
+def _phrased(qa: QA, phrasing: np.random.Generator | None) -> str:
+    """The question of ``qa``; an existence question gets one of ``EXISTS_SUFFIXES`` drawn by ``phrasing``
+    (a generator of its own, so the other draws stay as they were; None: the question as written)."""
+    if qa.kind != "exists" or phrasing is None:
+        return qa.question
+    return qa.question.removesuffix("?") + _pick(phrasing, EXISTS_SUFFIXES) + "?"
+
+
+def _single(
+    scene: Scene, kind: str, rng: np.random.Generator, phrasing: np.random.Generator | None = None
+) -> tuple[str, str]:
+    """(prompt, answer) of one instruction of ``kind`` (``phrasing``: see ``_phrased``)."""
     if kind == "caption_short":
         return _pick(rng, SHORT_PROMPTS), short_caption(scene)
     if kind == "caption_detailed":
         return _pick(rng, DETAILED_PROMPTS), detailed_caption(scene)
     if kind == "vqa":
         qa = _pick(rng, questions(scene, rng))
-        return qa.question, qa.answer
+        return _phrased(qa, phrasing), qa.answer
     if kind == "grounding":
         expressions = referring_expressions(scene)
         if not expressions:  # no object can be singled out (e.g. two alike, side by side): caption it
@@ -81,14 +94,21 @@ def _single(scene: Scene, kind: str, rng: np.random.Generator) -> tuple[str, str
     raise ValueError(f"unknown instruction kind {kind!r}; expected one of {INSTRUCTION_KINDS}")
 
 
-def conversation(scene: Scene, kind: str, rng: np.random.Generator, turns: int = 3) -> list[dict[str, str]]:
-    """One training conversation about ``scene``; the image comes with the first user message."""
+def conversation(
+    scene: Scene,
+    kind: str,
+    rng: np.random.Generator,
+    turns: int = 3,
+    phrasing: np.random.Generator | None = None,
+) -> list[dict[str, str]]:
+    """One training conversation about ``scene``; the image comes with the first user message.
+    ``phrasing`` varies the wording of existence questions (see ``_phrased``)."""
     if kind != "conversation":
-        return _turn(*_single(scene, kind, rng), with_image=True)
+        return _turn(*_single(scene, kind, rng, phrasing), with_image=True)
     messages: list[dict[str, str]] = []
     for t in range(turns):
         sub = _pick(rng, ("caption_short", "vqa", "vqa", "grounding"))
-        messages += _turn(*_single(scene, sub, rng), with_image=t == 0)
+        messages += _turn(*_single(scene, sub, rng, phrasing), with_image=t == 0)
     return messages
 
 
@@ -147,7 +167,8 @@ class InstructionSamples:
         rng = np.random.default_rng([self.config.seed, 7, i])
         kind = self.mix.draw(rng)
         scene = self.world.scene(i)
-        return self.world.render(scene), conversation(scene, kind, rng)
+        phrasing = np.random.default_rng([self.config.seed, 13, i])
+        return self.world.render(scene), conversation(scene, kind, rng, phrasing=phrasing)
 
 
 def world_text_corpus(n: int, seed: int = 0) -> list[str]:
