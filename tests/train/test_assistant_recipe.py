@@ -103,8 +103,15 @@ def test_lora_plus_gives_the_b_matrices_their_own_learning_rate():
         in_b = {id(p) in b_params for p in group["params"]}
         assert len(in_b) == 1  # a group holds B matrices only, or none
         assert group["lr"] == pytest.approx(16e-3 if in_b == {True} else 1e-3)
+
+
+def test_a_bad_lora_plus_ratio_fails_when_the_recipe_loads(tmp_path):
+    path = _tiny_recipe(tmp_path)
+    data = json.loads(path.read_text())
+    data["stages"]["instruct"]["lora"]["b_lr_ratio"] = 0.0
+    path.write_text(json.dumps(data))
     with pytest.raises(ConfigError, match="b_lr_ratio must be positive"):
-        lora_b_scales(lm, 0.0)
+        load_recipe(str(path))
 
 
 def test_train_vision_fine_tunes_the_tower_in_its_stage_only(tmp_path):

@@ -34,6 +34,10 @@ class LoraRecipe:
     # LoRA+ (Hayou et al., 2024): the B matrices learn at this multiple of the stage's lr (paper: 16)
     b_lr_ratio: float = 1.0
 
+    def validate(self) -> None:
+        if not self.b_lr_ratio > 0:
+            raise ConfigError(f"lora.b_lr_ratio must be positive, got {self.b_lr_ratio}")
+
 
 @dataclass
 class StageRecipe:
@@ -84,6 +88,8 @@ class AssistantRecipe:
             )
         for stage in self.stages.values():
             self.data_config(stage)
+            if stage.lora is not None:
+                stage.lora.validate()
 
 
 def build_assistant_tokenizer(recipe: AssistantRecipe, context_length: int):
@@ -159,8 +165,6 @@ def train_lm_parts(lm, fragments: list[str]) -> None:
 def lora_b_scales(model, ratio: float) -> dict[str, float]:
     """LoRA+'s per-parameter lr multipliers: every LoRA B matrix of ``model`` by its full name (an
     ``lr_scale`` prefix that matches it alone)."""
-    if ratio <= 0:
-        raise ConfigError(f"lora.b_lr_ratio must be positive, got {ratio}")
     return {name: ratio for name, p in model.named_parameters() if "lora_B" in name and p.requires_grad}
 
 
