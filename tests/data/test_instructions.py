@@ -72,3 +72,20 @@ def test_existence_questions_come_in_both_phrasings():
 def test_bad_mix_is_a_config_error():
     with pytest.raises(ConfigError, match="mix"):
         InstructionSamples(InstructionDataConfig(mix={"poetry": 1.0}))
+
+
+def test_several_questions_per_image_are_distinct_turns_of_one_conversation():
+    base = InstructionDataConfig(mix={"vqa": 0.5, "grounding": 0.5})
+    single = InstructionSamples(base)
+    multi = InstructionSamples(InstructionDataConfig(mix=base.mix, questions_per_image=3))
+    for i in range(40):
+        messages = multi(i)[1]
+        assert 2 <= len(messages) <= 6 and sum(m["content"].count("<image>") for m in messages) == 1
+        assert messages[:2] == single(i)[1]  # the first question is the one a single-question sample asks
+        prompts = [m["content"] for m in messages[::2]]
+        answers = [m["content"] for m in messages[1::2]]
+        grounding = all(parse_box(a) for a in answers)
+        assert len(set(answers if grounding else prompts)) == len(prompts)  # never the same question twice
+    assert any(len(multi(i)[1]) == 6 for i in range(40))
+    with pytest.raises(ConfigError, match="questions_per_image"):
+        InstructionSamples(InstructionDataConfig(questions_per_image=0))

@@ -25,6 +25,7 @@ GROUND_PROMPTS = ("where is {}?", "give the bounding box of {}.")
 # existence questions are asked both ways: "is there a red circle?" and POPE's "... in the image?"
 EXISTS_SUFFIXES = ("", " in the image")
 INSTRUCTION_KINDS = ("caption_short", "caption_detailed", "vqa", "grounding", "conversation")
+MULTI_QUESTION_KINDS = ("vqa", "grounding")  # kinds that may ask several questions about one image
 
 
 def format_box(box: tuple[float, float, float, float]) -> str:
@@ -94,17 +95,40 @@ def _single(
     raise ValueError(f"unknown instruction kind {kind!r}; expected one of {INSTRUCTION_KINDS}")
 
 
+def _distinct(
+    scene: Scene, kind: str, rng: np.random.Generator, phrasing: np.random.Generator | None, count: int
+) -> list[tuple[str, str]]:
+    """Up to ``count`` (prompt, answer) pairs of ``kind`` about ``scene``, no two asking the same thing (a
+    repeated question would teach copying the earlier answer); fewer when the scene runs out of them.
+    ``count`` 1 draws exactly what ``_single`` draws."""
+    pairs: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for _ in range(4 * count):
+        prompt, answer = _single(scene, kind, rng, phrasing)
+        key = answer if kind == "grounding" else prompt  # a box is one object, however it is asked for
+        if key not in seen:
+            seen.add(key)
+            pairs.append((prompt, answer))
+        if len(pairs) == count:
+            break
+    return pairs
+
+
 def conversation(
     scene: Scene,
     kind: str,
     rng: np.random.Generator,
     turns: int = 3,
     phrasing: np.random.Generator | None = None,
+    questions_per_image: int = 1,
 ) -> list[dict[str, str]]:
     """One training conversation about ``scene``; the image comes with the first user message.
-    ``phrasing`` varies the wording of existence questions (see ``_phrased``)."""
+    ``phrasing`` varies the wording of existence questions (see ``_phrased``); a vqa or grounding sample
+    asks ``questions_per_image`` different questions, one per turn."""
     if kind != "conversation":
-        return _turn(*_single(scene, kind, rng, phrasing), with_image=True)
+        count = questions_per_image if kind in MULTI_QUESTION_KINDS else 1
+        pairs = _distinct(scene, kind, rng, phrasing, count)
+        return [m for t, pair in enumerate(pairs) for m in _turn(*pair, with_image=t == 0)]
     messages: list[dict[str, str]] = []
     for t in range(turns):
         sub = _pick(rng, ("caption_short", "vqa", "vqa", "grounding"))
@@ -139,8 +163,14 @@ class InstructionDataConfig:
     min_objects: int = 1  # objects per scene, lower bound
     max_objects: int = 4  # objects per scene, upper bound
     seed: int = 0  # world seed (scene i of the train split is fixed by it)
+    questions_per_image: int = 1  # vqa and grounding samples: different questions about the image, one
+    # per turn (the image costs most of a sample's tokens, so more answers per image is cheaper signal)
 
     def validate(self) -> None:
+        if self.questions_per_image < 1:
+            raise ConfigError(
+                f"InstructionDataConfig.questions_per_image must be >= 1, got {self.questions_per_image}"
+            )
         unknown = sorted(set(self.mix) - set(INSTRUCTION_KINDS))
         if unknown or not self.mix or min(self.mix.values()) < 0 or sum(self.mix.values()) <= 0:
             raise ConfigError(
@@ -168,7 +198,10 @@ class InstructionSamples:
         kind = self.mix.draw(rng)
         scene = self.world.scene(i)
         phrasing = np.random.default_rng([self.config.seed, 13, i])
-        return self.world.render(scene), conversation(scene, kind, rng, phrasing=phrasing)
+        messages = conversation(
+            scene, kind, rng, phrasing=phrasing, questions_per_image=self.config.questions_per_image
+        )
+        return self.world.render(scene), messages
 
 
 def world_text_corpus(n: int, seed: int = 0) -> list[str]:
