@@ -5,11 +5,15 @@ from polymodal.config import ConfigError, from_dict
 from polymodal.modules.adapters import ADAPTER_TYPES, AdapterConfig, build_adapter
 
 SOURCE, TARGET, N, QUERIES, LM_DEPTH = 24, 32, 10, 5, 4
-SPLICED = {"linear": N, "mlp": N, "qformer": QUERIES, "perceiver": QUERIES, "xattn": 0}
+SPLICED = {"linear": N, "mlp": N, "qformer": QUERIES, "perceiver": QUERIES, "xattn": 0, "mlp-context": N}
+# every adapter type, and the mlp adapter with bidirectional context layers over its tokens
+VARIANTS = (*ADAPTER_TYPES, "mlp-context")
 
 
 def make(kind: str, **overrides):
     torch.manual_seed(0)
+    if kind == "mlp-context":
+        kind, overrides = "mlp", {"context_layers": 2} | overrides
     fields = dict(type=kind, queries=QUERIES, depth=2, heads=4, source_tokens=16) | overrides
     return build_adapter(AdapterConfig(**fields), SOURCE, TARGET, lm_depth=LM_DEPTH).eval()
 
@@ -45,11 +49,11 @@ def run_lm_side(adapter, out, mask, hidden):
     return hidden
 
 
-@pytest.mark.parametrize("kind", ADAPTER_TYPES)
+@pytest.mark.parametrize("kind", VARIANTS)
 def test_output_shape_and_num_tokens(kind):
     adapter = make(kind)
     out = adapter(features(), None)
-    assert out.shape == (2, N if kind in ("linear", "mlp", "xattn") else QUERIES, TARGET)
+    assert out.shape == (2, SPLICED[kind] or N, TARGET)
     assert adapter.num_tokens(N) == SPLICED[kind]
     if kind != "xattn":
         assert out.shape[1] == adapter.num_tokens(N)
@@ -63,7 +67,7 @@ def test_internal_width_is_independent_of_the_lm_width(kind):
     assert out.shape == ((2, N, 16) if kind == "xattn" else (2, QUERIES, TARGET))
 
 
-@pytest.mark.parametrize("kind", ADAPTER_TYPES)
+@pytest.mark.parametrize("kind", VARIANTS)
 def test_backward_reaches_every_parameter_with_finite_gradients(kind):
     adapter = make(kind).train()
     open_gates(adapter)
@@ -76,7 +80,7 @@ def test_backward_reaches_every_parameter_with_finite_gradients(kind):
         assert p.grad.abs().sum() > 0, name
 
 
-@pytest.mark.parametrize("kind", ADAPTER_TYPES)
+@pytest.mark.parametrize("kind", VARIANTS)
 def test_padded_encoder_tokens_do_not_change_outputs(kind):
     adapter = make(kind)
     open_gates(adapter)
@@ -92,20 +96,20 @@ def test_padded_encoder_tokens_do_not_change_outputs(kind):
     assert not torch.allclose(real, reference, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ADAPTER_TYPES)
+@pytest.mark.parametrize("kind", VARIANTS)
 def test_a_padded_row_equals_the_unpadded_sample(kind):
     adapter = make(kind)
     open_gates(adapter)
     mask, feats, hidden = padding_mask(), features(), torch.randn(2, 7, TARGET)
     batched = run_lm_side(adapter, adapter(feats, mask), mask, hidden)
     alone = run_lm_side(adapter, adapter(feats[:1, :6]), None, hidden[:1])
-    if kind in ("linear", "mlp"):
+    if kind in ("linear", "mlp", "mlp-context"):
         batched = batched[:, :6]
         assert (batched[0, 6:] == 0).all()
     torch.testing.assert_close(batched[:1], alone, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ADAPTER_TYPES)
+@pytest.mark.parametrize("kind", VARIANTS)
 def test_a_sample_without_any_real_encoder_token_stays_finite(kind):
     adapter = make(kind)
     open_gates(adapter, attn=0.5, ff=0.0)
@@ -180,6 +184,8 @@ def test_projection_adapters_take_any_number_of_tokens():
         ({"width": 30}, "divisible by heads"),
         ({"mlp_ratio": 0.0}, "mlp_ratio"),
         ({"dropout": 1.0}, "dropout"),
+        ({"context_layers": -1}, "context_layers"),
+        ({"type": "qformer", "context_layers": 1}, "context_layers"),
     ],
 )
 def test_bad_config_values_raise_clear_errors(overrides, message):
@@ -200,6 +206,8 @@ def test_build_rejects_an_lm_width_the_heads_do_not_divide():
         build_adapter(AdapterConfig(type="qformer", heads=3), SOURCE, TARGET, LM_DEPTH)
     with pytest.raises(ConfigError, match="LM width"):
         build_adapter(AdapterConfig(type="xattn", heads=3, width=30), SOURCE, TARGET, LM_DEPTH)
+    with pytest.raises(ConfigError, match="LM width"):
+        build_adapter(AdapterConfig(type="mlp", heads=3, context_layers=1), SOURCE, TARGET, LM_DEPTH)
     with pytest.raises(ConfigError, match="lm_depth"):
         build_adapter(AdapterConfig(type="xattn"), SOURCE, TARGET, 0)
 
@@ -221,3 +229,13 @@ def test_output_depends_on_token_positions(kind):
     with torch.no_grad():  # without learned positions, attention pooling cannot see the order
         adapter.source.positions.zero_()
     torch.testing.assert_close(adapter(flipped), adapter(feats), atol=1e-5, rtol=1e-5)
+
+
+def test_context_layers_let_every_token_see_the_others():
+    feats = features()
+    changed = feats.clone()
+    changed[:, -1] += 1.0  # only the last token changes
+    for kind, mixes in (("mlp", False), ("mlp-context", True)):
+        adapter = make(kind)
+        first_token_moved = (adapter(changed)[:, 0] - adapter(feats)[:, 0]).abs().max() > 1e-4
+        assert bool(first_token_moved) == mixes, kind

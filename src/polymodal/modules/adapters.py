@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from polymodal.config import ConfigError
-from polymodal.modules.layers import MLP, init_weights
+from polymodal.modules.layers import MLP, Transformer, init_weights, padding_to_attn_mask
 from polymodal.modules.resamplers import GatedCrossAttentionLayer, PerceiverLayer, QFormerLayer, SourceTokens
 
 ADAPTER_TYPES = ("linear", "mlp", "qformer", "perceiver", "xattn")
@@ -36,6 +36,8 @@ class AdapterConfig:
     every: int = 1  # xattn: one gated cross-attention layer before every `every`-th LM block
     mlp_ratio: float = 4.0  # MLP hidden size / width inside the adapter's layers
     dropout: float = 0.0  # dropout in the adapter's attention and MLPs
+    context_layers: int = 0  # linear/mlp: bidirectional transformer blocks over the projected tokens, so
+    # each token sees the whole image (a ViT's tokens do; a CNN grid cell sees only its receptive field)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the bad field and the accepted values."""
@@ -48,6 +50,11 @@ class AdapterConfig:
             raise ConfigError(
                 f"AdapterConfig: width {self.width} must be >= 1 and divisible by heads {self.heads} "
                 "(or None to use the LM width)"
+            )
+        if self.context_layers < 0 or (self.context_layers and self.type not in ("linear", "mlp")):
+            raise ConfigError(
+                f"AdapterConfig: context_layers must be >= 0 and needs a linear or mlp adapter, got "
+                f"{self.context_layers} with {self.type!r}"
             )
         if self.mlp_ratio <= 0:
             raise ConfigError(f"AdapterConfig: mlp_ratio must be > 0, got {self.mlp_ratio}")
@@ -100,8 +107,17 @@ def _zero_padding(x: Tensor, mask: Tensor | None) -> Tensor:
     return x if mask is None else x.masked_fill(~mask[..., None], 0.0)
 
 
+def _attend_mask(mask: Tensor | None) -> Tensor | None:
+    """The SDPA mask letting tokens attend to real tokens only; a row with no real token attends to all
+    (softmax over nothing is NaN), and its outputs are zeroed afterwards anyway."""
+    if mask is None:
+        return None
+    return padding_to_attn_mask(mask | ~mask.any(dim=1, keepdim=True))
+
+
 class ProjectionAdapter(Adapter):
-    """One embedding per encoder token: a Linear (``linear``) or LLaVA-1.5's Linear-GELU-Linear (``mlp``)."""
+    """One embedding per encoder token: a Linear (``linear``) or LLaVA-1.5's Linear-GELU-Linear (``mlp``),
+    then ``context_layers`` bidirectional transformer blocks across the image's tokens (none by default)."""
 
     def __init__(self, config: AdapterConfig, source_width: int, target_width: int):
         super().__init__(config, source_width, target_width)
@@ -109,6 +125,11 @@ class ProjectionAdapter(Adapter):
             self.proj = nn.Linear(source_width, target_width)
         else:
             self.proj = MLP(source_width, target_width, act="gelu", out_dim=target_width)
+        self.context = None
+        if config.context_layers:
+            self.context = Transformer(
+                target_width, config.context_layers, config.heads, config.mlp_ratio, config.dropout
+            )
         init_weights(self)
 
     def num_tokens(self, source_tokens: int) -> int:
@@ -118,7 +139,10 @@ class ProjectionAdapter(Adapter):
     def forward(self, features: Tensor, mask: Tensor | None = None) -> Tensor:
         """(B, N, source_width) -> (B, N, target_width); padded tokens come out as zeros."""
         mask = self.check_inputs(features, mask)
-        return _zero_padding(self.proj(features), mask)
+        x = self.proj(features)
+        if self.context is not None:
+            x = self.context(x, mask=_attend_mask(mask))
+        return _zero_padding(x, mask)
 
 
 class QueryAdapter(Adapter):
@@ -231,9 +255,9 @@ def build_adapter(config: AdapterConfig, source_width: int, target_width: int, l
             f"AdapterConfig: {config.type} width {width} (the LM width when width is None) "
             f"is not divisible by heads {config.heads}; set width or heads"
         )
-    if config.type == "xattn" and target_width % config.heads:
+    if (config.type == "xattn" or config.context_layers) and target_width % config.heads:
         raise ConfigError(
-            f"AdapterConfig: xattn attends from the LM width {target_width}, "
+            f"AdapterConfig: {config.type} attends at the LM width {target_width}, "
             f"which is not divisible by heads {config.heads}"
         )
     if config.type in ("linear", "mlp"):
