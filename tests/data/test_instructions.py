@@ -89,3 +89,18 @@ def test_several_questions_per_image_are_distinct_turns_of_one_conversation():
     assert any(len(multi(i)[1]) == 6 for i in range(40))
     with pytest.raises(ConfigError, match="questions_per_image"):
         InstructionSamples(InstructionDataConfig(questions_per_image=0))
+
+
+def test_image_after_question_moves_only_the_first_placeholder():
+    mix = {"vqa": 0.4, "grounding": 0.3, "conversation": 0.3}
+    before = InstructionSamples(InstructionDataConfig(mix=mix, questions_per_image=2))
+    after = InstructionSamples(InstructionDataConfig(mix=mix, questions_per_image=2, image_after_question=1.0))
+    for i in range(30):
+        a, b = after(i)[1], before(i)[1]
+        assert a[0]["content"] == b[0]["content"].removeprefix("<image> ") + " <image>"
+        assert a[1:] == b[1:]  # same questions and answers; later turns carry no image
+    half = InstructionSamples(InstructionDataConfig(mix=mix, image_after_question=0.5))
+    ends = [half(i)[1][0]["content"].endswith("<image>") for i in range(200)]
+    assert 70 < sum(ends) < 130
+    with pytest.raises(ConfigError, match="image_after_question"):
+        InstructionSamples(InstructionDataConfig(image_after_question=1.5))

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import polymodal
+from polymodal.config import ConfigError
 from polymodal.data.worlds.shapes import ShapesWorld
 from polymodal.generate import generate
 from polymodal.pipelines.assistant import ConditionedLM
@@ -116,3 +117,14 @@ def test_bundled_tiny_assistant_sees_the_scene():
     )
     correct = sum(c == short_caption(s) for c, s in zip(captions, scenes, strict=True))
     assert correct >= 10, list(zip(captions, [short_caption(s) for s in scenes], strict=True))
+
+
+def test_image_position_sets_where_single_turn_prompts_put_the_image(make_assistant, images):
+    pipe = make_assistant("mlp")
+    assert pipe.user_prompt("what is it?") == "<image> what is it?"
+    pipe.model.config.image_position = "after"
+    assert pipe.user_prompt("what is it?") == "what is it? <image>"
+    assert isinstance(pipe.ask(images[0], "what is it?", max_tokens=3), str)
+    pipe.model.config.image_position = "middle"
+    with pytest.raises(ConfigError, match="image_position"):
+        pipe.model.config.validate()

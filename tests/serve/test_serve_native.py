@@ -83,6 +83,17 @@ def test_analyze_image_tasks_equal_the_pipeline(client, assistant):
     assert missing.status_code == 400 and error_of(missing)["param"] == "question"
 
 
+def test_analyze_image_puts_the_image_where_the_model_was_trained_to_see_it(client, assistant):
+    image = encode(picture(8))
+    body = {"image": data_uri(image), "task": "vqa", "question": "what color is the circle?"}
+    assistant.model.config.image_position = "after"
+    try:
+        answer = client.post("/analyze-image", json=body).json()["answer"]
+        assert answer == assistant.ask(image, "what color is the circle?")
+    finally:
+        assistant.model.config.image_position = "before"
+
+
 def test_document_analysis_answers_with_the_assistant(client, assistant):
     image = encode(picture(9))
     response = client.post(

@@ -62,8 +62,10 @@ def _pick(rng: np.random.Generator, options):
     return options[int(rng.integers(len(options)))]
 
 
-def _turn(prompt: str, answer: str, with_image: bool) -> list[dict[str, str]]:
-    content = f"{IMAGE_TOKEN} {prompt}" if with_image else prompt
+def _turn(prompt: str, answer: str, with_image: bool, image_after: bool = False) -> list[dict[str, str]]:
+    content = prompt
+    if with_image:
+        content = f"{prompt} {IMAGE_TOKEN}" if image_after else f"{IMAGE_TOKEN} {prompt}"
     return [{"role": "user", "content": content}, {"role": "assistant", "content": answer}]
 
 
@@ -121,18 +123,19 @@ def conversation(
     turns: int = 3,
     phrasing: np.random.Generator | None = None,
     questions_per_image: int = 1,
+    image_after: bool = False,
 ) -> list[dict[str, str]]:
-    """One training conversation about ``scene``; the image comes with the first user message.
-    ``phrasing`` varies the wording of existence questions (see ``_phrased``); a vqa or grounding sample
-    asks ``questions_per_image`` different questions, one per turn."""
+    """One training conversation about ``scene``; the image comes with the first user message, before its
+    text or (``image_after``) after it. ``phrasing`` varies the wording of existence questions (see
+    ``_phrased``); a vqa or grounding sample asks ``questions_per_image`` different questions, one per turn."""
     if kind != "conversation":
         count = questions_per_image if kind in MULTI_QUESTION_KINDS else 1
         pairs = _distinct(scene, kind, rng, phrasing, count)
-        return [m for t, pair in enumerate(pairs) for m in _turn(*pair, with_image=t == 0)]
+        return [m for t, pair in enumerate(pairs) for m in _turn(*pair, t == 0, image_after)]
     messages: list[dict[str, str]] = []
     for t in range(turns):
         sub = _pick(rng, ("caption_short", "vqa", "vqa", "grounding"))
-        messages += _turn(*_single(scene, sub, rng, phrasing), with_image=t == 0)
+        messages += _turn(*_single(scene, sub, rng, phrasing), t == 0, image_after)
     return messages
 
 
@@ -165,8 +168,14 @@ class InstructionDataConfig:
     seed: int = 0  # world seed (scene i of the train split is fixed by it)
     questions_per_image: int = 1  # vqa and grounding samples: different questions about the image, one
     # per turn (the image costs most of a sample's tokens, so more answers per image is cheaper signal)
+    image_after_question: float = 0.0  # probability that the first user message reads "question <image>"
+    # instead of "<image> question" (LLaVA's data mixes both; match the model's image_position)
 
     def validate(self) -> None:
+        if not 0.0 <= self.image_after_question <= 1.0:
+            raise ConfigError(
+                f"InstructionDataConfig.image_after_question must be in [0, 1], got {self.image_after_question}"
+            )
         if self.questions_per_image < 1:
             raise ConfigError(
                 f"InstructionDataConfig.questions_per_image must be >= 1, got {self.questions_per_image}"
@@ -198,8 +207,16 @@ class InstructionSamples:
         kind = self.mix.draw(rng)
         scene = self.world.scene(i)
         phrasing = np.random.default_rng([self.config.seed, 13, i])
+        after = self.config.image_after_question
+        # drawn from a generator of its own (and only when asked for), so the other draws stay as they were
+        image_after = after > 0 and np.random.default_rng([self.config.seed, 17, i]).random() < after
         messages = conversation(
-            scene, kind, rng, phrasing=phrasing, questions_per_image=self.config.questions_per_image
+            scene,
+            kind,
+            rng,
+            phrasing=phrasing,
+            questions_per_image=self.config.questions_per_image,
+            image_after=image_after,
         )
         return self.world.render(scene), messages
 

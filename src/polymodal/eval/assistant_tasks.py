@@ -31,7 +31,7 @@ def ask_many(pipeline, images: list, prompts: list[str], max_tokens: int = 48) -
     replies: list[str] = []
     for start in range(0, len(images), BATCH):
         chunk = range(start, min(start + BATCH, len(images)))
-        conversations = [[{"role": "user", "content": f"{pipeline.media_token} {prompts[i]}"}] for i in chunk]
+        conversations = [[{"role": "user", "content": pipeline.user_prompt(prompts[i])}] for i in chunk]
         replies += pipeline.generate_batch(conversations, [[images[i]] for i in chunk], max_tokens=max_tokens)
     return replies
 

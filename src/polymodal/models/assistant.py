@@ -26,6 +26,7 @@ from polymodal.modules.decoder import CausalLM, DecoderConfig
 from polymodal.registry import blank_input, build_encoder, encoder_config
 
 TEMPLATES = ("polymodal", "llava")  # chat templates an assistant can record (see AssistantPipeline)
+IMAGE_POSITIONS = ("before", "after")  # where single-turn prompts put the image relative to the question
 
 
 @dataclass
@@ -44,6 +45,9 @@ class AssistantConfig:
     vision_class_token: bool = True  # keep the ViT class token among the image tokens (LLaVA drops it)
     template: str = "polymodal"  # chat format: polymodal (<|user|> tokens) | llava (USER: .. ASSISTANT:)
     end_token_id: int | None = None  # llava template: the id that ends a reply (the LM's EOS)
+    image_position: str = "before"  # ask()/caption()/eval prompts: "<image> question" (before) or
+    # "question <image>" (after: in a causal LM the image tokens then read the question, so each one can
+    # match itself to what is asked; train with instruction data that places it the same way)
 
     def validate(self) -> None:
         vision = encoder_config(self.vision)
@@ -53,6 +57,8 @@ class AssistantConfig:
             raise ConfigError("vision_class_token false drops a class token, but this ViT has none")
         if self.template not in TEMPLATES:
             raise ConfigError(f"template must be one of {TEMPLATES}, got {self.template!r}")
+        if self.image_position not in IMAGE_POSITIONS:
+            raise ConfigError(f"image_position must be one of {IMAGE_POSITIONS}, got {self.image_position!r}")
         if self.template == "llava" and self.end_token_id is None:
             raise ConfigError("the llava template needs end_token_id (the language model's EOS id)")
         self.adapter_config().validate()

@@ -129,6 +129,13 @@ class AssistantPipeline(Pipeline):
     def media_token(self) -> str:
         return getattr(self.template, "media_token", IMAGE_TOKEN)
 
+    def user_prompt(self, question: str) -> str:
+        """A single-turn user message: the question with the media placeholder where the model was trained
+        to see it (``image_position`` in its config)."""
+        if self.model.config.image_position == "after":
+            return f"{question} {self.media_token}"
+        return f"{self.media_token} {question}"
+
     def _pixels(self, images: Sequence[Any]) -> Tensor | None:
         """Processed images, or log-mel features for an assistant that hears (audio files or 16 kHz arrays)."""
         from polymodal.data.images import load_image
@@ -231,7 +238,7 @@ class AssistantPipeline(Pipeline):
         if not isinstance(question, str) or not question.strip():
             raise ValueError(f"the question is empty: ask something about the {self.media}")
         return self.chat(
-            [{"role": "user", "content": f"{self.media_token} {question.strip()}"}], [image], **generation
+            [{"role": "user", "content": self.user_prompt(question.strip())}], [image], **generation
         )
 
     def caption(self, image: Any, style: str = "short", **generation: Any) -> str:
