@@ -94,7 +94,9 @@ def test_several_questions_per_image_are_distinct_turns_of_one_conversation():
 def test_image_after_question_moves_only_the_first_placeholder():
     mix = {"vqa": 0.4, "grounding": 0.3, "conversation": 0.3}
     before = InstructionSamples(InstructionDataConfig(mix=mix, questions_per_image=2))
-    after = InstructionSamples(InstructionDataConfig(mix=mix, questions_per_image=2, image_after_question=1.0))
+    after = InstructionSamples(
+        InstructionDataConfig(mix=mix, questions_per_image=2, image_after_question=1.0)
+    )
     for i in range(30):
         a, b = after(i)[1], before(i)[1]
         assert a[0]["content"] == b[0]["content"].removeprefix("<image> ") + " <image>"
