@@ -75,7 +75,7 @@ def chat(
             break
         if not line:
             break
-        content = f"<image> {line}" if images and not messages else line
+        content = pipeline.user_prompt(line) if images and not messages else line
         turn = [*messages, {"role": "user", "content": content}]
         typer.echo("assistant> ", nl=False)
         reply = ""
