@@ -80,10 +80,7 @@ async def ask_image(state: ServeState, model: str | None, image: str, prompt: st
     check_text(prompt, state.config.max_text_chars, "question")
     blobs = await media_blobs(state, [image], "image", ["image"])
     media = await decode_media(state, pipeline, blobs, "image", ["image"])
-    parts = [{"type": "image"}, {"type": "text", "text": prompt}]
-    if pipeline.model.config.image_position == "after":  # the order the model was trained on
-        parts.reverse()
-    messages = [{"role": "user", "content": parts}]
+    messages = [{"role": "user", "content": pipeline.user_prompt(prompt)}]  # the image where it was trained
     generation = Generation(max_tokens=check_max_tokens(max_tokens, state.config.max_tokens))
     job = ChatJob(messages, media, generation, [digest(b) for b in blobs])
     return name, await chat_reply(state, name, job)
