@@ -46,6 +46,12 @@ def media_of(media_token: str) -> str:
     return {t: m for m, t in MEDIA_TOKENS.items()}[media_token]
 
 
+def with_media(text: str, after: bool = False, media_token: str = IMAGE_TOKEN) -> str:
+    """A user message's text with its media placeholder: ``"<image> text"``, or ``"text <image>"`` when
+    ``after`` (training data and prompts must agree; see ``AssistantConfig.image_position``)."""
+    return f"{text} {media_token}" if after else f"{media_token} {text}"
+
+
 def add_chat_tokens(tokenizer, media_token: str = IMAGE_TOKEN) -> None:
     """Add the role and media placeholder tokens to a ``TextTokenizer`` (idempotent); BPE never splits them."""
     missing = [t for t in chat_tokens(media_token) if tokenizer.tokenizer.token_to_id(t) is None]

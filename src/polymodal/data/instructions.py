@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from polymodal.config import ConfigError
-from polymodal.data.chat import IMAGE_TOKEN
+from polymodal.data.chat import IMAGE_TOKEN, with_media
 from polymodal.data.worlds.shapes import Scene, ShapesWorld, questions, referring_expressions
 from polymodal.data.worlds.shapes_language import RELATION_WORDS, noun_phrase, object_list, relation_facts
 from polymodal.data.worlds.shapes_qa import QA
@@ -63,9 +63,7 @@ def _pick(rng: np.random.Generator, options):
 
 
 def _turn(prompt: str, answer: str, with_image: bool, image_after: bool = False) -> list[dict[str, str]]:
-    content = prompt
-    if with_image:
-        content = f"{prompt} {IMAGE_TOKEN}" if image_after else f"{IMAGE_TOKEN} {prompt}"
+    content = with_media(prompt, image_after) if with_image else prompt
     return [{"role": "user", "content": content}, {"role": "assistant", "content": answer}]
 
 

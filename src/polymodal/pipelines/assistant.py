@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from polymodal.data.chat import IMAGE_TOKEN, MEDIA_PARTS, MEDIA_TOKENS, ChatTemplate
+from polymodal.data.chat import IMAGE_TOKEN, MEDIA_PARTS, MEDIA_TOKENS, ChatTemplate, with_media
 from polymodal.data.collate import pad_token_ids
 from polymodal.generate import beam_search, cut_at_stop, generate, stream_text, stream_tokens
 from polymodal.pipelines.base import Pipeline
@@ -132,9 +132,7 @@ class AssistantPipeline(Pipeline):
     def user_prompt(self, question: str) -> str:
         """A single-turn user message: the question with the media placeholder where the model was trained
         to see it (``image_position`` in its config)."""
-        if self.model.config.image_position == "after":
-            return f"{question} {self.media_token}"
-        return f"{self.media_token} {question}"
+        return with_media(question, self.model.config.image_position == "after", self.media_token)
 
     def _pixels(self, images: Sequence[Any]) -> Tensor | None:
         """Processed images, or log-mel features for an assistant that hears (audio files or 16 kHz arrays)."""
