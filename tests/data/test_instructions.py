@@ -74,6 +74,32 @@ def test_bad_mix_is_a_config_error():
         InstructionSamples(InstructionDataConfig(mix={"poetry": 1.0}))
 
 
+def test_vqa_kinds_weights_the_question_kinds_and_can_add_side_questions():
+    def kinds(config):
+        samples = InstructionSamples(config)
+        return [_kind_of(samples(i)[1][0]["content"]) for i in range(200)]
+
+    default = kinds(InstructionDataConfig(mix={"vqa": 1.0}))
+    assert "side" not in default and default.count("count") > default.count("color")  # the scene's share
+    weighted = kinds(InstructionDataConfig(mix={"vqa": 1.0}, vqa_kinds={"color": 1.0, "side": 1.0}))
+    assert weighted.count("side") > 60 and weighted.count("color") > 60
+    assert weighted.count("color") + weighted.count("side") > 180  # the rest: scenes with neither kind
+    with pytest.raises(ConfigError, match="vqa_kinds"):
+        InstructionSamples(InstructionDataConfig(mix={"vqa": 1.0}, vqa_kinds={"poetry": 1.0}))
+    with pytest.raises(ConfigError, match="vqa_kinds"):
+        InstructionSamples(InstructionDataConfig(mix={"vqa": 1.0}, vqa_kinds={"color": 0.0}))
+
+
+def _kind_of(prompt: str) -> str:
+    if prompt.startswith("<image> what color"):
+        return "color"
+    if prompt.endswith(("on the left or the right?", "at the top or the bottom?")):
+        return "side"
+    if prompt.startswith("<image> how many"):
+        return "count"
+    return "other"
+
+
 def test_several_questions_per_image_are_distinct_turns_of_one_conversation():
     base = InstructionDataConfig(mix={"vqa": 0.5, "grounding": 0.5})
     single = InstructionSamples(base)

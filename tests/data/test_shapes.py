@@ -16,7 +16,14 @@ from polymodal.data.worlds.shapes import (
     questions,
     referring_expressions,
 )
-from polymodal.data.worlds.shapes_scene import NUMBER_WORDS, boxes_overlap, relation
+from polymodal.data.worlds.shapes_qa import (
+    COMPARE_KIND,
+    SIDE_KIND,
+    SIDE_MARGIN,
+    compare_questions,
+    side_questions,
+)
+from polymodal.data.worlds.shapes_scene import NUMBER_WORDS, RELATION_MARGIN, boxes_overlap, relation
 
 PAIR = re.compile(rf"\b(?:(small|large) )?({'|'.join(COLORS)}) ({'|'.join(SHAPES)})\b")
 RELATION = re.compile(
@@ -115,6 +122,40 @@ def test_question_answers_agree_with_the_scene_graph():
                 assert q.answer == ("yes" if truth == word else "no")
                 assert q.points == ((a.cx, a.cy), (b.cx, b.cy))  # in the order the question names them
     assert kinds == {"count", "color", "shape", "exists", "spatial"}
+
+
+def test_side_questions_name_one_object_clearly_in_one_half_and_stay_out_of_the_eval_questions():
+    asked = 0
+    for scene in scenes(n=100, max_objects=5):
+        assert not [q for q in questions(scene) if q.kind == SIDE_KIND]  # the evals never ask them
+        for q in side_questions(scene):
+            m = re.fullmatch(r"is the (?:(small|large) )?(\w+) (\w+) (on the left or the right|at the top or the bottom)\?", q.question)  # fmt: skip
+            (obj,) = scene.find(color=m[2], shape=m[3], size=m[1])
+            centre = obj.cx if m[4].startswith("on") else obj.cy
+            assert abs(centre - 0.5) > SIDE_MARGIN and q.points == ((obj.cx, obj.cy),)
+            if m[4].startswith("on"):
+                assert q.answer == ("left" if obj.cx < 0.5 else "right")
+            else:
+                assert q.answer == ("top" if obj.cy < 0.5 else "bottom")
+            asked += 1
+    assert asked > 100
+
+
+def test_compare_questions_name_the_object_further_left_or_higher_in_both_orders():
+    asked = 0
+    for scene in scenes(n=100, max_objects=5):
+        assert not [q for q in questions(scene) if q.kind == COMPARE_KIND]  # the evals never ask them
+        for q in compare_questions(scene):
+            pattern = r"which is (further left|higher), the (?:(small|large) )?(\w+) (\w+) or the (?:(small|large) )?(\w+) (\w+)\?"  # fmt: skip
+            m = re.fullmatch(pattern, q.question)
+            (a,) = scene.find(color=m[3], shape=m[4], size=m[2])
+            (b,) = scene.find(color=m[6], shape=m[7], size=m[5])
+            key = (lambda o: o.cx) if m[1] == "further left" else (lambda o: o.cy)
+            winner = m.group(2, 3, 4) if key(a) < key(b) else m.group(5, 6, 7)
+            assert q.answer == "the " + " ".join(w for w in winner if w)
+            assert abs(key(a) - key(b)) > RELATION_MARGIN and q.points == ((a.cx, a.cy), (b.cx, b.cy))
+            asked += 1
+    assert asked > 100
 
 
 def test_referring_expressions_pick_out_exactly_one_object():

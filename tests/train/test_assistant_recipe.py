@@ -130,3 +130,35 @@ def test_train_vision_fine_tunes_the_tower_in_its_stage_only(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(ConfigError, match="train_vision has no meaning in the lm stage"):
         run_recipe(load_recipe(str(path)), tmp_path / "run2")
+
+
+def test_fresh_words_restart_their_embeddings_when_their_stage_starts(tmp_path):
+    path = _tiny_recipe(tmp_path)
+    data = json.loads(path.read_text())
+    data["stages"]["align"]["train"]["steps"] = 1
+    data["stages"]["instruct"]["lora"]["train_parts"] = ["embed"]
+
+    def embeddings(name: str, fresh: list[str]):
+        data["stages"]["instruct"]["fresh_words"] = fresh
+        path.write_text(json.dumps(data))
+        out = run_recipe(load_recipe(str(path)), tmp_path / name)
+        assistant = polymodal.load(out["model_dir"])
+        return assistant.model.lm.token_embed.weight, assistant.tokenizer
+
+    plain, tokenizer = embeddings("plain", [])
+    fresh, _ = embeddings("fresh", ["above", "below"])
+    words = [
+        i
+        for w in ("above", "below")
+        for i in tokenizer.encode(w)
+        if i not in (tokenizer.bos_id, tokenizer.eos_id)
+    ]
+    moved = (plain - fresh).abs().amax(dim=1)
+    others = torch.ones(len(moved), dtype=torch.bool)
+    others[words] = False
+    assert moved[words].min() > 10 * moved[others].max()  # the rest differ only by what training did
+
+    data["stages"]["instruct"]["lora"]["train_parts"] = ["norm"]  # the embeddings would stay frozen
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="does not train the embeddings"):
+        load_recipe(str(path))

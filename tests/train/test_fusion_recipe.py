@@ -7,11 +7,11 @@ import polymodal
 from fusion_fixtures import tiny_fusion_pipeline
 from polymodal.config import ConfigError
 from polymodal.registry import create_model
+from polymodal.train.fresh_words import restart_word_embeddings
 from polymodal.train.fusion_recipe import (
     CurriculumLoss,
     fusion_data_note,
     init_from_model,
-    restart_word_embeddings,
 )
 from polymodal.train.recipe import load_recipe, run_recipe
 
@@ -95,12 +95,12 @@ def test_fresh_word_embeddings_restart_only_their_rows():
     tokenizer = init_from_model(model, "tiny-fusion")  # the shipped model and its tokenizer
     table = model.text_encoder.token_embed.weight
     before = table.detach().clone()
-    restart_word_embeddings(model, tokenizer, ["left", "right"])
+    restart_word_embeddings(table, tokenizer, ["left", "right"])
     changed = (table != before).any(dim=1).nonzero().flatten().tolist()
     assert changed == sorted(tokenizer.encode("left right")[1:3])
     torch.testing.assert_close(table[changed].norm(dim=1), before.norm(dim=1).mean().expand(2))
     with pytest.raises(ConfigError, match="only one-token words"):
-        restart_word_embeddings(model, tokenizer, ["left of"])
+        restart_word_embeddings(table, tokenizer, ["left of"])
 
 
 def test_fresh_modules_keep_their_initialisation(tmp_path, tokenizer):

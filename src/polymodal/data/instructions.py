@@ -16,7 +16,7 @@ from polymodal.config import ConfigError
 from polymodal.data.chat import IMAGE_TOKEN, with_media
 from polymodal.data.worlds.shapes import Scene, ShapesWorld, questions, referring_expressions
 from polymodal.data.worlds.shapes_language import RELATION_WORDS, noun_phrase, object_list, relation_facts
-from polymodal.data.worlds.shapes_qa import QA
+from polymodal.data.worlds.shapes_qa import QA, QA_KINDS, TRAINING_ONLY_QUESTIONS
 from polymodal.data.worlds.shapes_scene import NUMBER_WORDS
 
 SHORT_PROMPTS = ("describe the image briefly.", "what is in the image?", "give a short caption.")
@@ -75,16 +75,44 @@ def _phrased(qa: QA, phrasing: np.random.Generator | None) -> str:
     return qa.question.removesuffix("?") + _pick(phrasing, EXISTS_SUFFIXES) + "?"
 
 
+class QuestionMix:
+    """Draws a VQA question by kind: a kind by weight among those the scene has questions of, then one of
+    its questions uniformly (the default draw, uniform over all of a scene's questions, is what the eval
+    asks; weights move training towards the hard kinds). The training-only kinds (``side``, ``compare``:
+    ``shapes_qa.TRAINING_ONLY_QUESTIONS``) join the pool when they have a weight."""
+
+    def __init__(self, weights: dict[str, float]):
+        self.weights = {k: w for k, w in weights.items() if w > 0}
+
+    def draw(self, scene: Scene, rng: np.random.Generator) -> QA:
+        pool = questions(scene, rng)
+        for kind, extra in TRAINING_ONLY_QUESTIONS.items():
+            pool += extra(scene) if kind in self.weights else []
+        by_kind: dict[str, list[QA]] = {}
+        for qa in pool:
+            by_kind.setdefault(qa.kind, []).append(qa)
+        kinds = [k for k in by_kind if k in self.weights]
+        if not kinds:  # the scene has no question of a weighted kind: any of its questions
+            return _pick(rng, pool)
+        kind = KindMix(self.weights, tuple(kinds)).draw(rng)
+        return _pick(rng, by_kind[kind])
+
+
 def _single(
-    scene: Scene, kind: str, rng: np.random.Generator, phrasing: np.random.Generator | None = None
+    scene: Scene,
+    kind: str,
+    rng: np.random.Generator,
+    phrasing: np.random.Generator | None = None,
+    question_mix: QuestionMix | None = None,
 ) -> tuple[str, str]:
-    """(prompt, answer) of one instruction of ``kind`` (``phrasing``: see ``_phrased``)."""
+    """(prompt, answer) of one instruction of ``kind`` (``phrasing``: see ``_phrased``; ``question_mix``:
+    how a VQA question is drawn, by default uniformly over the scene's questions)."""
     if kind == "caption_short":
         return _pick(rng, SHORT_PROMPTS), short_caption(scene)
     if kind == "caption_detailed":
         return _pick(rng, DETAILED_PROMPTS), detailed_caption(scene)
     if kind == "vqa":
-        qa = _pick(rng, questions(scene, rng))
+        qa = question_mix.draw(scene, rng) if question_mix else _pick(rng, questions(scene, rng))
         return _phrased(qa, phrasing), qa.answer
     if kind == "grounding":
         expressions = referring_expressions(scene)
@@ -96,7 +124,12 @@ def _single(
 
 
 def _distinct(
-    scene: Scene, kind: str, rng: np.random.Generator, phrasing: np.random.Generator | None, count: int
+    scene: Scene,
+    kind: str,
+    rng: np.random.Generator,
+    phrasing: np.random.Generator | None,
+    count: int,
+    question_mix: QuestionMix | None = None,
 ) -> list[tuple[str, str]]:
     """Up to ``count`` (prompt, answer) pairs of ``kind`` about ``scene``, no two asking the same thing (a
     repeated question would teach copying the earlier answer); fewer when the scene runs out of them.
@@ -104,7 +137,7 @@ def _distinct(
     pairs: list[tuple[str, str]] = []
     seen: set[str] = set()
     for _ in range(4 * count):
-        prompt, answer = _single(scene, kind, rng, phrasing)
+        prompt, answer = _single(scene, kind, rng, phrasing, question_mix)
         key = answer if kind == "grounding" else prompt  # a box is one object, however it is asked for
         if key not in seen:
             seen.add(key)
@@ -122,18 +155,20 @@ def conversation(
     phrasing: np.random.Generator | None = None,
     questions_per_image: int = 1,
     image_after: bool = False,
+    question_mix: QuestionMix | None = None,
 ) -> list[dict[str, str]]:
     """One training conversation about ``scene``; the image comes with the first user message, before its
     text or (``image_after``) after it. ``phrasing`` varies the wording of existence questions (see
-    ``_phrased``); a vqa or grounding sample asks ``questions_per_image`` different questions, one per turn."""
+    ``_phrased``); a vqa or grounding sample asks ``questions_per_image`` different questions, one per turn;
+    ``question_mix`` draws the VQA questions (see ``QuestionMix``)."""
     if kind != "conversation":
         count = questions_per_image if kind in MULTI_QUESTION_KINDS else 1
-        pairs = _distinct(scene, kind, rng, phrasing, count)
+        pairs = _distinct(scene, kind, rng, phrasing, count, question_mix)
         return [m for t, pair in enumerate(pairs) for m in _turn(*pair, t == 0, image_after)]
     messages: list[dict[str, str]] = []
     for t in range(turns):
         sub = _pick(rng, ("caption_short", "vqa", "vqa", "grounding"))
-        messages += _turn(*_single(scene, sub, rng, phrasing), t == 0, image_after)
+        messages += _turn(*_single(scene, sub, rng, phrasing, question_mix), t == 0, image_after)
     return messages
 
 
@@ -168,8 +203,22 @@ class InstructionDataConfig:
     # per turn (the image costs most of a sample's tokens, so more answers per image is cheaper signal)
     image_after_question: float = 0.0  # probability that the first user message reads "question <image>"
     # instead of "<image> question" (LLaVA's data mixes both; match the model's image_position)
+    vqa_kinds: dict[str, float] | None = None  # question kind -> weight for VQA turns (QA_KINDS and the
+    # training-only "side" and "compare"); None: uniform over a scene's questions, as the eval asks
+
+    def _validate_vqa_kinds(self) -> None:
+        if self.vqa_kinds is None:
+            return
+        allowed = (*QA_KINDS, *TRAINING_ONLY_QUESTIONS)
+        unknown = sorted(set(self.vqa_kinds) - set(allowed))
+        weights = list(self.vqa_kinds.values())
+        if unknown or not weights or min(weights) < 0 or sum(weights) <= 0:
+            raise ConfigError(
+                f"InstructionDataConfig.vqa_kinds needs non-negative weights over {allowed}, got {self.vqa_kinds}"
+            )
 
     def validate(self) -> None:
+        self._validate_vqa_kinds()
         if not 0.0 <= self.image_after_question <= 1.0:
             raise ConfigError(
                 f"InstructionDataConfig.image_after_question must be in [0, 1], got {self.image_after_question}"
@@ -199,6 +248,7 @@ class InstructionSamples:
             image_size=config.image_size,
         )
         self.mix = KindMix(config.mix, INSTRUCTION_KINDS)
+        self.question_mix = QuestionMix(config.vqa_kinds) if config.vqa_kinds is not None else None
 
     def __call__(self, i: int):
         rng = np.random.default_rng([self.config.seed, 7, i])
@@ -215,6 +265,7 @@ class InstructionSamples:
             phrasing=phrasing,
             questions_per_image=self.config.questions_per_image,
             image_after=image_after,
+            question_mix=self.question_mix,
         )
         return self.world.render(scene), messages
 

@@ -47,6 +47,8 @@ class StageRecipe:
     lora: LoraRecipe | None = None  # instruct only: LoRA on the LM (None = train the adapter alone)
     loss_per_sample: bool = False  # average the answer loss per conversation, not per token (see answer_loss)
     train_vision: bool = False  # also fine-tune the image encoder in this stage (frozen again afterwards)
+    fresh_words: list[str] = field(default_factory=list)  # words whose LM input embeddings restart at
+    # random when the stage starts (see train/fresh_words.py); the stage must train the embeddings
 
 
 @dataclass
@@ -86,10 +88,16 @@ class AssistantRecipe:
             raise ConfigError(
                 f"recipe {self.name}: stages must be among {STAGE_ORDER}, got {sorted(self.stages)}"
             )
-        for stage in self.stages.values():
+        for name, stage in self.stages.items():
             self.data_config(stage)
             if stage.lora is not None:
                 stage.lora.validate()
+            trains_embeddings = name == "lm" or (stage.lora is not None and "embed" in stage.lora.train_parts)
+            if stage.fresh_words and not trains_embeddings:
+                raise ConfigError(
+                    f"recipe {self.name}: stage {name} restarts fresh_words but does not train the embeddings"
+                    " (only the lm stage, or an instruct stage with 'embed' in lora.train_parts, does)"
+                )
 
 
 def build_assistant_tokenizer(recipe: AssistantRecipe, context_length: int):
@@ -199,7 +207,10 @@ def _freeze_for(model, stage_name: str, train_vision: bool) -> None:
 
 def run_stage(recipe: AssistantRecipe, stage_name: str, model, tokenizer, processor, out_dir: Path) -> dict:
     """Train one stage in ``out_dir/<stage>`` (resuming if possible) and return the trainer summary."""
+    import torch
+
     from polymodal.models.assistant import assistant_loss
+    from polymodal.train.fresh_words import restart_word_embeddings
     from polymodal.train.loop import Trainer
 
     stage = recipe.stages[stage_name]
@@ -207,6 +218,9 @@ def run_stage(recipe: AssistantRecipe, stage_name: str, model, tokenizer, proces
     if stage.train_vision and stage_name == "lm":
         raise ConfigError(f"recipe {recipe.name}: train_vision has no meaning in the lm stage")
     _freeze_for(model, stage_name, stage.train_vision)
+    if stage.fresh_words:  # a resumed stage gets its trained rows back from the checkpoint
+        seeded = torch.Generator().manual_seed(stage.train.seed)
+        restart_word_embeddings(model.lm.token_embed.weight, tokenizer, stage.fresh_words, seeded)
     lora = add_lora(model.lm, stage.lora) if stage_name == "instruct" and stage.lora else None
     trained = model.lm if stage_name == "lm" else model
     config = replace(stage.train, batch_size=stage.batch_size)

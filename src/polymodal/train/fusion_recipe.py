@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from polymodal.config import ConfigError, from_dict
 from polymodal.modules.fusion_losses import multitask_loss
 from polymodal.train.curriculum import Curriculum
+from polymodal.train.fresh_words import restart_word_embeddings
 from polymodal.train.loop import TrainConfig
 from polymodal.train.recipe import TokenizerRecipe
 
@@ -149,29 +150,11 @@ def load_shared_weights(model, theirs: dict[str, Tensor], source: str) -> None:
     model.load_state_dict(loaded, strict=False)
 
 
-def restart_word_embeddings(model, tokenizer, words: list[str]) -> None:
-    """Give each word (one token each) a fresh random embedding of the table's mean row norm: a tower
-    trained contrastively can hold words such as "left" and "right" almost equal (bag-of-words)."""
-    import torch
-
-    from polymodal.models.fusion_encoder import token_embedding
-
-    table = token_embedding(model.text_encoder).weight
-    specials = {tokenizer.bos_id, tokenizer.eos_id}
-    with torch.no_grad():
-        norm = table.norm(dim=1).mean()
-        for word in words:
-            ids = [i for i in tokenizer.encode(word) if i not in specials]
-            if len(ids) != 1:
-                raise ConfigError(f"fresh_words: {word!r} is {len(ids)} tokens; only one-token words restart")
-            row = torch.randn(table.shape[1])
-            table[ids[0]] = row / row.norm() * norm
-
-
 def build_fusion_model(recipe: FusionRecipe):
     """The spec (named after the recipe), the model with its towers initialised, and the tokenizer."""
     import torch
 
+    from polymodal.models.fusion_encoder import token_embedding
     from polymodal.registry import build_model, get_spec
     from polymodal.train.recipe import build_tokenizer
 
@@ -184,7 +167,7 @@ def build_fusion_model(recipe: FusionRecipe):
         if recipe.init_from
         else build_tokenizer(recipe.tokenizer)
     )
-    restart_word_embeddings(model, tokenizer, recipe.fresh_words)
+    restart_word_embeddings(token_embedding(model.text_encoder).weight, tokenizer, recipe.fresh_words)
     vocab = model.text_encoder.config.vocab_size
     if tokenizer.vocab_size > vocab:
         raise ConfigError(f"tokenizer has {tokenizer.vocab_size} tokens but the model embeds only {vocab}")

@@ -11,7 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from polymodal.data.worlds.shapes_language import OPPOSITE, RELATION_WORDS, article, relation_pairs
+from polymodal.data.worlds.shapes_language import (
+    OPPOSITE,
+    RELATION_WORDS,
+    article,
+    relation_pairs,
+    unique_attributes,
+)
 from polymodal.data.worlds.shapes_scene import (
     COLORS,
     NUMBER_WORDS,
@@ -23,6 +29,14 @@ from polymodal.data.worlds.shapes_scene import (
 )
 
 QA_KINDS = ("count", "color", "shape", "exists", "spatial")
+# Training-only kinds (never asked by ``questions``, so not by the evals; answers outside ANSWER_VOCAB).
+# "is A left of B?" rewards knowing where A and B are only jointly with the relation word (its answer is a
+# product of the word and the offset); these ask for the positions directly: which half of the image one
+# named object is in (``side``), and which of two named objects is further left or higher (``compare``,
+# in those two directions only, so the answer follows the offset alone).
+SIDE_KIND = "side"
+COMPARE_KIND = "compare"
+SIDE_MARGIN = 0.1  # a centre within this of the image's middle line is in neither half
 ANSWER_VOCAB: tuple[str, ...] = tuple(sorted({"yes", "no", *NUMBER_WORDS, *COLORS, *SHAPES}))
 
 
@@ -102,6 +116,42 @@ def _spatial_questions(scene: Scene, rng: np.random.Generator) -> list[QA]:
         else:
             qs.append(QA(f"is {_the(da)} {RELATION_WORDS[OPPOSITE[rel]]} {_the(db)}?", "no", "spatial", ab))
     return qs
+
+
+def side_questions(scene: Scene) -> list[QA]:
+    """'is the red circle on the left or the right?' -> 'left', and 'at the top or the bottom?', for every
+    uniquely describable object clearly in one half of the image (kind ``SIDE_KIND``; not in ``questions``)."""
+    qs = []
+    for o in scene.objects:
+        attrs = unique_attributes(scene, o)
+        if attrs is None:
+            continue
+        at, name = (_centre(o),), _the(attrs)
+        if abs(o.cx - 0.5) > SIDE_MARGIN:
+            qs.append(
+                QA(f"is {name} on the left or the right?", "left" if o.cx < 0.5 else "right", SIDE_KIND, at)
+            )
+        if abs(o.cy - 0.5) > SIDE_MARGIN:
+            qs.append(
+                QA(f"is {name} at the top or the bottom?", "top" if o.cy < 0.5 else "bottom", SIDE_KIND, at)
+            )
+    return qs
+
+
+def compare_questions(scene: Scene) -> list[QA]:
+    """'which is further left, the red circle or the blue star?' -> 'the red circle' (and 'which is
+    higher, ...'), both name orders, for every clear relation (kind ``COMPARE_KIND``; not in ``questions``)."""
+    qs = []
+    for a, da, rel, b, db in relation_pairs(scene):
+        first = a if rel in ("left", "above") else b  # the object further left / higher
+        ask = "which is further left" if rel in ("left", "right") else "which is higher"
+        for x, dx, y, dy in ((a, da, b, db), (b, db, a, da)):
+            winner = _the(da if first is a else db)
+            qs.append(QA(f"{ask}, {_the(dx)} or {_the(dy)}?", winner, COMPARE_KIND, (_centre(x), _centre(y))))
+    return qs
+
+
+TRAINING_ONLY_QUESTIONS = {SIDE_KIND: side_questions, COMPARE_KIND: compare_questions}
 
 
 def questions(scene: Scene, rng: np.random.Generator | None = None) -> list[QA]:
