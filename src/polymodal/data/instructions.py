@@ -206,19 +206,9 @@ class InstructionDataConfig:
     vqa_kinds: dict[str, float] | None = None  # question kind -> weight for VQA turns (QA_KINDS and the
     # training-only "side" and "compare"); None: uniform over a scene's questions, as the eval asks
 
-    def _validate_vqa_kinds(self) -> None:
-        if self.vqa_kinds is None:
-            return
-        allowed = (*QA_KINDS, *TRAINING_ONLY_QUESTIONS)
-        unknown = sorted(set(self.vqa_kinds) - set(allowed))
-        weights = list(self.vqa_kinds.values())
-        if unknown or not weights or min(weights) < 0 or sum(weights) <= 0:
-            raise ConfigError(
-                f"InstructionDataConfig.vqa_kinds needs non-negative weights over {allowed}, got {self.vqa_kinds}"
-            )
-
     def validate(self) -> None:
-        self._validate_vqa_kinds()
+        if self.vqa_kinds is not None:
+            _check_weights("vqa_kinds", self.vqa_kinds, (*QA_KINDS, *TRAINING_ONLY_QUESTIONS))
         if not 0.0 <= self.image_after_question <= 1.0:
             raise ConfigError(
                 f"InstructionDataConfig.image_after_question must be in [0, 1], got {self.image_after_question}"
@@ -227,11 +217,15 @@ class InstructionDataConfig:
             raise ConfigError(
                 f"InstructionDataConfig.questions_per_image must be >= 1, got {self.questions_per_image}"
             )
-        unknown = sorted(set(self.mix) - set(INSTRUCTION_KINDS))
-        if unknown or not self.mix or min(self.mix.values()) < 0 or sum(self.mix.values()) <= 0:
-            raise ConfigError(
-                f"InstructionDataConfig.mix needs non-negative weights over {INSTRUCTION_KINDS}, got {self.mix}"
-            )
+        _check_weights("mix", self.mix, INSTRUCTION_KINDS)
+
+
+def _check_weights(name: str, weights: dict[str, float], allowed: tuple[str, ...]) -> None:
+    """A ConfigError unless ``weights`` maps names in ``allowed`` to non-negative weights, not all zero."""
+    if set(weights) - set(allowed) or not weights or min(weights.values()) < 0 or sum(weights.values()) <= 0:
+        raise ConfigError(
+            f"InstructionDataConfig.{name} needs non-negative weights over {allowed}, got {weights}"
+        )
 
 
 class InstructionSamples:

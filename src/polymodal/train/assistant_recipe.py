@@ -47,8 +47,8 @@ class StageRecipe:
     lora: LoraRecipe | None = None  # instruct only: LoRA on the LM (None = train the adapter alone)
     loss_per_sample: bool = False  # average the answer loss per conversation, not per token (see answer_loss)
     train_vision: bool = False  # also fine-tune the image encoder in this stage (frozen again afterwards)
-    fresh_words: list[str] = field(default_factory=list)  # words whose LM input embeddings restart at
-    # random when the stage starts (see train/fresh_words.py); the stage must train the embeddings
+    fresh_words: list[str] = field(default_factory=list)  # words whose LM token embeddings (tied: their
+    # output rows too) restart at random when the stage starts (train/fresh_words.py); the stage must train them
 
 
 @dataclass
@@ -92,11 +92,13 @@ class AssistantRecipe:
             self.data_config(stage)
             if stage.lora is not None:
                 stage.lora.validate()
-            trains_embeddings = name == "lm" or (stage.lora is not None and "embed" in stage.lora.train_parts)
+            trains_embeddings = name == "lm" or (  # train_lm_parts' rule: a fragment of the parameter's name
+                stage.lora is not None and any(f in "token_embed.weight" for f in stage.lora.train_parts)
+            )
             if stage.fresh_words and not trains_embeddings:
                 raise ConfigError(
                     f"recipe {self.name}: stage {name} restarts fresh_words but does not train the embeddings"
-                    " (only the lm stage, or an instruct stage with 'embed' in lora.train_parts, does)"
+                    " (only the lm stage, or an instruct stage whose lora.train_parts name them, e.g. 'embed', does)"
                 )
 
 

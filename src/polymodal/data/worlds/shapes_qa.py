@@ -143,10 +143,9 @@ def compare_questions(scene: Scene) -> list[QA]:
     higher, ...'), both name orders, for every clear relation (kind ``COMPARE_KIND``; not in ``questions``)."""
     qs = []
     for a, da, rel, b, db in relation_pairs(scene):
-        first = a if rel in ("left", "above") else b  # the object further left / higher
+        winner = _the(da if rel in ("left", "above") else db)  # the object further left / higher
         ask = "which is further left" if rel in ("left", "right") else "which is higher"
         for x, dx, y, dy in ((a, da, b, db), (b, db, a, da)):
-            winner = _the(da if first is a else db)
             qs.append(QA(f"{ask}, {_the(dx)} or {_the(dy)}?", winner, COMPARE_KIND, (_centre(x), _centre(y))))
     return qs
 
