@@ -166,7 +166,9 @@ def test_compiled_bf16_towers_run_prepacked_fused_matmuls(model, inputs):
     with torch.profiler.profile() as prof:
         image = encode_images(fast, pixels)
     ops = {event.key for event in prof.key_averages()}
-    assert "mkldnn::_linear_pointwise" in ops and "aten::addmm" not in ops  # frozen: weights prepacked
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():  # oneDNN prepacks bf16 weights only where the CPU
+        # has bf16 instructions (AVX512-BF16/AMX); elsewhere inductor keeps aten matmuls
+        assert "mkldnn::_linear_pointwise" in ops and "aten::addmm" not in ops  # frozen: weights prepacked
     with torch.no_grad():
         reference = model.encode_image(pixels)
     assert torch.nn.functional.cosine_similarity(image, reference).min() >= MIN_COSINE["bf16"]

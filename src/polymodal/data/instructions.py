@@ -244,6 +244,10 @@ class InstructionSamples:
         self.mix = KindMix(config.mix, INSTRUCTION_KINDS)
         self.question_mix = QuestionMix(config.vqa_kinds) if config.vqa_kinds is not None else None
 
+    def scene(self, i: int):
+        """The scene graph of sample ``i`` (the one ``self(i)`` renders)."""
+        return self.world.scene(i)
+
     def __call__(self, i: int):
         rng = np.random.default_rng([self.config.seed, 7, i])
         kind = self.mix.draw(rng)

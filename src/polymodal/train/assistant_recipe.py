@@ -49,6 +49,9 @@ class StageRecipe:
     train_vision: bool = False  # also fine-tune the image encoder in this stage (frozen again afterwards)
     fresh_words: list[str] = field(default_factory=list)  # words whose LM token embeddings (tied: their
     # output rows too) restart at random when the stage starts (train/fresh_words.py); the stage must train them
+    scene_tokens: bool = False  # lm only: images read as their scene graph's tokens (train/scene_tokens.py)
+    answers_only: bool = False  # lm only: loss on the replies alone (the later stages always are)
+    scene_distill: float = 0.0  # align/instruct: weight of the adapter's regression to those scene tokens
 
 
 @dataclass
@@ -92,14 +95,34 @@ class AssistantRecipe:
             self.data_config(stage)
             if stage.lora is not None:
                 stage.lora.validate()
-            trains_embeddings = name == "lm" or (  # train_lm_parts' rule: a fragment of the parameter's name
-                stage.lora is not None and any(f in "token_embed.weight" for f in stage.lora.train_parts)
+            self._check_stage_options(name, stage)
+
+    def _check_stage_options(self, name: str, stage: StageRecipe) -> None:
+        trains_embeddings = name == "lm" or (  # train_lm_parts' rule: a fragment of the parameter's name
+            stage.lora is not None and any(f in "token_embed.weight" for f in stage.lora.train_parts)
+        )
+        if stage.fresh_words and not trains_embeddings:
+            raise ConfigError(
+                f"recipe {self.name}: stage {name} restarts fresh_words but does not train the embeddings"
+                " (only the lm stage, or an instruct stage whose lora.train_parts name them, e.g. 'embed', does)"
             )
-            if stage.fresh_words and not trains_embeddings:
-                raise ConfigError(
-                    f"recipe {self.name}: stage {name} restarts fresh_words but does not train the embeddings"
-                    " (only the lm stage, or an instruct stage whose lora.train_parts name them, e.g. 'embed', does)"
-                )
+        if (stage.scene_tokens or stage.scene_distill) and self.media != "image":
+            raise ConfigError(
+                f"recipe {self.name}: scene tokens describe shapes scenes; this assistant hears"
+            )
+        if stage.answers_only and name != "lm":
+            raise ConfigError(
+                f"recipe {self.name}: answers_only is an lm-stage option (stage {name} always is)"
+            )
+        if stage.scene_tokens and name != "lm":
+            raise ConfigError(
+                f"recipe {self.name}: scene_tokens is an lm-stage option (stage {name} sees images)"
+            )
+        if stage.scene_distill < 0 or (stage.scene_distill and name == "lm"):
+            raise ConfigError(
+                f"recipe {self.name}: scene_distill must be >= 0 and only in a stage with images, got "
+                f"{stage.scene_distill} in stage {name}"
+            )
 
 
 def build_assistant_tokenizer(recipe: AssistantRecipe, context_length: int):
@@ -183,12 +206,16 @@ def _stage_batches(recipe: AssistantRecipe, stage_name: str, stage: StageRecipe,
     from polymodal.data.audio_instructions import AudioInstructionSamples
     from polymodal.data.instructions import InstructionSamples
     from polymodal.pipelines.assistant import default_template
+    from polymodal.train.scene_tokens import grid_side
 
     data = recipe.data_config(stage)
     samples = AudioInstructionSamples(data) if recipe.media == "audio" else InstructionSamples(data)
     template = default_template(model, tokenizer)
     context = model.lm.config.context_length
-    return AssistantBatches(samples, template, processor, stage.batch_size, stage_name, context)
+    side = grid_side(model) if stage.scene_tokens or stage.scene_distill else 0
+    return AssistantBatches(
+        samples, template, processor, stage.batch_size, stage_name, context, side, stage.answers_only
+    )
 
 
 def _freeze_for(model, stage_name: str, train_vision: bool) -> None:
@@ -207,11 +234,21 @@ def _freeze_for(model, stage_name: str, train_vision: bool) -> None:
         model.vision.requires_grad_(True)
 
 
+def _stage_loss(stage: StageRecipe):
+    from polymodal.models.assistant import assistant_loss
+    from polymodal.train.scene_tokens import scene_distill_loss, scene_lm_loss
+
+    if stage.scene_tokens:
+        return scene_lm_loss
+    if stage.scene_distill:
+        return functools.partial(scene_distill_loss, weight=stage.scene_distill)
+    return assistant_loss
+
+
 def run_stage(recipe: AssistantRecipe, stage_name: str, model, tokenizer, processor, out_dir: Path) -> dict:
     """Train one stage in ``out_dir/<stage>`` (resuming if possible) and return the trainer summary."""
     import torch
 
-    from polymodal.models.assistant import assistant_loss
     from polymodal.train.fresh_words import restart_word_embeddings
     from polymodal.train.loop import Trainer
 
@@ -224,12 +261,12 @@ def run_stage(recipe: AssistantRecipe, stage_name: str, model, tokenizer, proces
         seeded = torch.Generator().manual_seed(stage.train.seed)
         restart_word_embeddings(model.lm.token_embed.weight, tokenizer, stage.fresh_words, seeded)
     lora = add_lora(model.lm, stage.lora) if stage_name == "instruct" and stage.lora else None
-    trained = model.lm if stage_name == "lm" else model
+    trained = model.lm if stage_name == "lm" and not stage.scene_tokens else model
     config = replace(stage.train, batch_size=stage.batch_size)
     if lora is not None and stage.lora.b_lr_ratio != 1.0:
         scales = {**config.lr_scale, **lora_b_scales(trained, stage.lora.b_lr_ratio)}
         config = replace(config, lr_scale=scales)
-    loss_fn = functools.partial(assistant_loss, per_sample=stage.loss_per_sample)
+    loss_fn = functools.partial(_stage_loss(stage), per_sample=stage.loss_per_sample)
     summary = Trainer(trained, loss_fn, batches.batch, config, out_dir / stage_name).fit()
     if lora is not None:
         model.lm = lora.merge_and_unload()
