@@ -9,6 +9,7 @@ from polymodal.data.instructions import InstructionDataConfig, InstructionSample
 from polymodal.data.worlds.shapes_scene import Scene, ShapeObject
 from polymodal.train.recipe import load_recipe, run_recipe
 from polymodal.train.scene_tokens import (
+    WORD_SCALE,
     cell_words,
     grid_side,
     scene_distill_loss,
@@ -49,7 +50,8 @@ def test_scene_embeddings_add_a_grid_position_to_the_word_sum():
     weights = torch.tensor([[[1.0, 0.5], [0.0, 0.0], [0.0, 0.0], [1.0, 0.0]]])
     out = scene_embeddings(embed, ids, weights)
     blank = scene_embeddings(embed, ids, torch.zeros_like(weights))
-    assert torch.allclose(out[0, 0] - blank[0, 0], embed.weight[1] + 0.5 * embed.weight[2])
+    expected = WORD_SCALE * (embed.weight[1] + 0.5 * embed.weight[2])
+    assert torch.allclose(out[0, 0] - blank[0, 0], expected, atol=1e-6)
     assert not torch.allclose(blank[0, 1], blank[0, 2])  # empty cells still differ by position
 
 

@@ -79,15 +79,21 @@ def grid_side(model) -> int:
     return side
 
 
+# The words' weight against the positions. At 1 an object's cells are no larger than the ~60 empty ones
+# (position only), and an LM trained on these tokens (600 VQA steps, answers given the true scene) answered
+# colour and shape questions at chance (0.19 / 0.13); at 4 it answered them at 0.74 / 0.70 (8: 0.70 / 0.53).
+WORD_SCALE = 4.0
+
+
 def scene_embeddings(token_embed: nn.Embedding, ids: Tensor, weights: Tensor) -> Tensor:
-    """(B, N, K) ids and weights -> (B, N, width): weighted word embeddings plus a 2D grid position scaled
-    to the embeddings' spread."""
+    """(B, N, K) ids and weights -> (B, N, width): weighted word embeddings (times :data:`WORD_SCALE`) plus
+    a 2D grid position scaled to the embeddings' spread."""
     from polymodal.models.assistant import grid_positions
 
     words = (token_embed(ids) * weights[..., None].to(token_embed.weight.dtype)).sum(dim=2)  # (B, N, width)
     scale = token_embed.weight.detach().std()
     positions = grid_positions(ids.shape[1], words.shape[-1]).to(words.device, words.dtype)
-    return words + scale * positions
+    return WORD_SCALE * words + scale * positions
 
 
 def _image_rows(input_ids: Tensor, image_id: int, scene_ids: Tensor) -> Tensor:
