@@ -48,6 +48,11 @@ from polymodal.serve.process import serve_in_process
 
 CONCURRENCY = (1, 8, 32)
 
+try:  # the clients' event loop: uvloop where the server has it too (not on Windows)
+    from uvloop import run as run_loop
+except ImportError:
+    from asyncio import run as run_loop
+
 
 @dataclass
 class Workload:
@@ -167,7 +172,8 @@ class RawClient:
 
     The load generator shares this machine's cores with the server, which the offline baseline does not
     pay for; httpx spent about half as much CPU per input as the whole offline embedding, so the clients
-    here do as little as a load generator such as wrk: bytes out, status line and length in.
+    here do as little as a load generator such as wrk: bytes out, status line and length in, on uvloop (the
+    server's event loop too).
     """
 
     def __init__(self, url: str):
@@ -258,7 +264,7 @@ def measure(srv: Server, pipeline, work: Workload, args) -> dict[str, Samples]:
             if name.startswith("offline"):
                 seconds, latencies = run_offline(pipeline, work, number), []
             else:
-                seconds, latencies = asyncio.run(post_all(srv.url, work, number))
+                seconds, latencies = run_loop(post_all(srv.url, work, number))
             server_cpu, here_cpu = cpu_seconds(srv.pid) - cpu_before[0], time.process_time() - cpu_before[1]
             if warm:
                 continue

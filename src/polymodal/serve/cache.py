@@ -8,6 +8,7 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 MISSING = object()
@@ -15,12 +16,25 @@ MISSING = object()
 
 def cache_key(model: str, op: str, content: bytes | str, params: dict[str, Any] | None = None) -> str:
     """The sha256 hex digest naming one result."""
-    digest = hashlib.sha256()
-    header = json.dumps([model, op, params or {}], sort_keys=True, separators=(",", ":"), default=str)
-    for part in (header.encode(), content.encode() if isinstance(content, str) else bytes(content)):
+    return cache_keys(model, op, [content], params)[0]
+
+
+def cache_keys(
+    model: str, op: str, contents: Sequence[bytes | str], params: dict[str, Any] | None = None
+) -> list[str]:
+    """:func:`cache_key` of each of ``contents`` (the shared header is encoded once)."""
+    header = json.dumps(
+        [model, op, params or {}], sort_keys=True, separators=(",", ":"), default=str
+    ).encode()
+    prefix = hashlib.sha256(len(header).to_bytes(8, "little") + header)
+    keys = []
+    for content in contents:
+        part = content.encode() if isinstance(content, str) else bytes(content)
+        digest = prefix.copy()
         digest.update(len(part).to_bytes(8, "little"))  # length-prefixed: no two splits collide
         digest.update(part)
-    return digest.hexdigest()
+        keys.append(digest.hexdigest())
+    return keys
 
 
 class LRUCache:

@@ -14,7 +14,7 @@ import numpy as np
 
 from polymodal.eval.zeroshot import classifier_from_prompts, fill_template, zeroshot_predict
 from polymodal.pipelines.base import Pipeline
-from polymodal.serve.cache import MISSING, cache_key
+from polymodal.serve.cache import MISSING, cache_key, cache_keys
 from polymodal.serve.limits import check_count
 from polymodal.serve.ops import ChatJob, Encoded, model_sample_rate
 from polymodal.serve.state import ServeState
@@ -52,7 +52,7 @@ async def embed_texts_counted(
 ) -> tuple[list[np.ndarray], int]:
     """Unit-norm text embeddings, one per text, and the tokens the model read for all of them (a cached
     text counts as it did when computed)."""
-    keys = [cache_key(model, "embed_text", t) for t in texts]
+    keys = cache_keys(model, "embed_text", texts)
 
     async def prepare(indices: list[int]) -> list[str]:
         return [texts[i] for i in indices]
@@ -108,7 +108,7 @@ async def embed_media(
     """Unit-norm image (or audio) embeddings, one per reference (``params`` name them in errors)."""
     blobs = await media_blobs(state, refs, kind, params)
     op = f"embed_{kind}"
-    keys = [cache_key(model, op, b) for b in blobs]
+    keys = cache_keys(model, op, blobs)
 
     async def prepare(indices: list[int]) -> list[Encoded]:  # decoded by the batch (ops.Encoded)
         return [Encoded(blobs[i], params[i]) for i in indices]
