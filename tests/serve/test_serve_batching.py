@@ -140,6 +140,27 @@ def test_submit_before_start_and_after_stop_is_503():
     assert run(main()) == (503, 503)
 
 
+def test_a_batch_running_when_the_batcher_stops_still_answers_and_a_timed_out_job_is_skipped():
+    async def main():
+        fn = Doubler(delay=0.3)
+        b = await started(fn, max_batch_size=1, max_wait_ms=0, timeout_s=0.2)
+        slow = asyncio.create_task(b.submit([1]))  # computing when its 0.2 s run out
+        await asyncio.sleep(0.05)
+        skipped = asyncio.create_task(b.submit([2]))  # times out while queued: never computed
+        outcomes = await asyncio.gather(slow, skipped, return_exceptions=True)
+        b.timeout_s = 5.0
+        fn.delay = 0.2
+        running = asyncio.create_task(b.submit([3]))
+        await asyncio.sleep(0.05)  # the call has started on the executor thread
+        await b.stop()
+        return outcomes, await asyncio.wait_for(running, 2), fn.calls
+
+    (slow, skipped), running, calls = run(main())
+    assert isinstance(slow, RequestTimeout) and isinstance(skipped, RequestTimeout)
+    assert running == [6]  # the result reaches its request although the worker was stopped
+    assert calls == [1, 1]  # input 2 was skipped
+
+
 def test_lru_cache_evicts_least_recent_and_keys_separate_fields():
     cache = LRUCache(2)
     cache.put("a", 1)

@@ -12,6 +12,7 @@ that does not decode), which fails that input's request alone without a retry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -118,8 +119,10 @@ class MicroBatcher:
         except asyncio.QueueFull:
             raise QueueFull(self.name) from None
         try:
-            # cancels the future on timeout or client disconnect, so the worker skips the job
-            return await asyncio.wait_for(future, self.timeout_s)
+            # a timeout or a client disconnect cancels this task and so the future: the worker skips the job
+            # (asyncio.timeout, unlike wait_for, adds no future between the result and this task)
+            async with asyncio.timeout(self.timeout_s):
+                return await future
         except TimeoutError:
             raise RequestTimeout(self.name, self.timeout_s) from None
 
@@ -137,11 +140,29 @@ class MicroBatcher:
         jobs = [job for job in jobs if not job.future.done()]  # timed out or disconnected while queued
         if not jobs:
             return
+        loop = asyncio.get_running_loop()
+        finished = loop.create_future()
+
+        def compute() -> None:  # on the executor's thread; the results go straight to the requests
+            try:
+                outcomes = self._run(jobs)
+            except BaseException as e:  # a bug in the splitting: fail the batch, never hang it
+                error = e if isinstance(e, Exception) else RuntimeError(f"{self.name}: batch aborted ({e!r})")
+                outcomes = [error] * len(jobs)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+                loop.call_soon_threadsafe(self._deliver, jobs, outcomes, finished)
+
         try:
-            outcomes = await asyncio.get_running_loop().run_in_executor(self.executor, self._run, jobs)
+            self.executor.submit(compute)
         except RuntimeError as e:  # the executor was shut down: fail this batch
-            outcomes = [ServeError(503, "the server is shutting down", "shutting_down")] * len(jobs)
             log.debug("%s: %s", self.name, e)
+            self._deliver(jobs, [ServeError(503, "the server is shutting down", "shutting_down")] * len(jobs))
+            return
+        await finished  # one batch at a time: the next one gathers what arrives meanwhile
+
+    @staticmethod
+    def _deliver(jobs: list[_Job], outcomes: list[Any], finished: asyncio.Future | None = None) -> None:
+        """Hand each job its outcome (on the event loop), then release the worker for the next batch."""
         for job, outcome in zip(jobs, outcomes, strict=True):
             if job.future.done():
                 continue
@@ -149,6 +170,8 @@ class MicroBatcher:
                 job.future.set_exception(outcome)
             else:
                 job.future.set_result(outcome)
+        if finished is not None and not finished.done():
+            finished.set_result(None)
 
     async def _collect(self) -> list[_Job]:
         """Wait for a first job, then gather more until the batch is full or the wait is over."""
