@@ -16,7 +16,7 @@ from polymodal.serve.state import ServeState
 
 SURROGATE = re.compile("[\ud800-\udfff]")
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # a JSON escape of a UTF-16 surrogate
-Body = TypeVar("Body", bound=BaseModel)
+Model = TypeVar("Model", bound=BaseModel)
 
 
 # dependencies are coroutines: FastAPI runs a plain ``def`` dependency in a worker thread, a hand-off per
@@ -73,7 +73,7 @@ async def require_json(request: Request) -> None:
         _refuse_lone_surrogate(await request.json())
 
 
-async def json_body(request: Request, model: type[Body]) -> Body:
+async def json_body(request: Request, model: type[Model]) -> Model:
     """The body validated as ``model`` in one pydantic call on the raw bytes, with the errors a body
     parameter gets (415, 400 for bad JSON or a lone surrogate, 422 naming the field).
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import base64
-import json
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from polymodal.serve.chat import build_job, completion_body
 from polymodal.serve.deps import get_state, json_body, json_body_schema, require_json, require_multipart
@@ -33,14 +32,14 @@ def encode_embedding(vector: np.ndarray, encoding_format: str) -> list[float] | 
 
 @router.post(
     "/v1/embeddings",
-    response_class=Response,
+    response_class=JSONResponse,
     openapi_extra=json_body_schema(EmbeddingsRequest),
     responses={200: {"content": {"application/json": {}}, "description": "OpenAI's embeddings list."}},
 )
-async def create_embeddings(request: Request) -> Response:
+async def create_embeddings(request: Request) -> JSONResponse:
     """Embed texts, images or audio clips (``modality``) with a dual encoder, unit-normalised.
 
-    The body is parsed and the answer written without FastAPI's body parameter and response encoder
+    The body is parsed and the answer written without FastAPI's body parameter and ``jsonable_encoder``
     (:func:`json_body`): this is the route under the heaviest load, with the least compute per request."""
     body = await json_body(request, EmbeddingsRequest)
     state = await get_state(request)
@@ -69,7 +68,7 @@ async def create_embeddings(request: Request) -> Response:
     ]
     usage = {"prompt_tokens": tokens, "total_tokens": tokens}
     answer = {"object": "list", "data": data, "model": name, "usage": usage}
-    return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json")
+    return JSONResponse(answer)
 
 
 @router.post("/v1/chat/completions", dependencies=[Depends(require_json)], response_model=None)
