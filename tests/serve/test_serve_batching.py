@@ -151,7 +151,9 @@ def test_a_batch_running_when_the_batcher_stops_still_answers_and_a_timed_out_jo
         b.timeout_s = 5.0
         fn.delay = 0.2
         running = asyncio.create_task(b.submit([3]))
-        await asyncio.sleep(0.05)  # the call has started on the executor thread
+        while fn.calls != [1] or b.depth:  # until the worker has taken it (after the first call)
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.02)  # its call is on the executor thread
         await b.stop()
         return outcomes, await asyncio.wait_for(running, 2), fn.calls
 

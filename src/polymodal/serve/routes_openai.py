@@ -32,9 +32,8 @@ def encode_embedding(vector: np.ndarray, encoding_format: str) -> list[float] | 
 
 @router.post(
     "/v1/embeddings",
-    response_class=JSONResponse,
     openapi_extra=json_body_schema(EmbeddingsRequest),
-    responses={200: {"content": {"application/json": {}}, "description": "OpenAI's embeddings list."}},
+    response_description="OpenAI's embeddings list.",
 )
 async def create_embeddings(request: Request) -> JSONResponse:
     """Embed texts, images or audio clips (``modality``) with a dual encoder, unit-normalised.
