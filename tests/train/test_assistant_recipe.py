@@ -162,3 +162,51 @@ def test_fresh_words_restart_their_embeddings_when_their_stage_starts(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(ConfigError, match="does not train the embeddings"):
         load_recipe(str(path))
+
+
+@pytest.mark.parametrize("options", [{"use_dora": True}, {"init": "pissa"}, {"init": "olora"}])
+def test_dora_and_other_lora_inits_merge_into_the_same_logits(options):
+    torch.manual_seed(0)
+    lm = CausalLM(DecoderConfig(vocab_size=50, context_length=16, width=16, depth=1, heads=2))
+    ids = torch.randint(0, 50, (2, 8))
+    with torch.no_grad():
+        plain = lm(ids)
+        lora = add_lora(lm, LoraRecipe(r=4, alpha=8, **options))
+        assert torch.allclose(lora.model(ids), plain, atol=1e-4)  # each starts from the base model
+        for name, p in lora.model.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.1 * torch.randn_like(p))  # some training
+        before = lora.model(ids)
+        merged = lora.merge_and_unload()
+        assert not any("lora" in name for name, _ in merged.named_parameters())
+        assert torch.allclose(merged(ids), before, atol=1e-4)
+
+
+def test_an_unknown_lora_init_fails_when_the_recipe_loads(tmp_path):
+    path = _tiny_recipe(tmp_path)
+    data = json.loads(path.read_text())
+    data["stages"]["instruct"]["lora"]["init"] = "loftq"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="lora.init must be one of"):
+        load_recipe(str(path))
+
+
+def test_train_lm_fine_tunes_the_whole_lm_in_its_stage(tmp_path):
+    path = _tiny_recipe(tmp_path)
+    data = json.loads(path.read_text())
+    data["stages"]["instruct"].pop("lora")
+    data["stages"]["instruct"]["train_lm"] = True
+    path.write_text(json.dumps(data))
+    out = run_recipe(load_recipe(str(path)), tmp_path / "run")
+    full = polymodal.load(out["model_dir"]).model.lm.state_dict()
+    data["stages"]["instruct"]["train_lm"] = False  # the adapter alone: the LM stays as the lm stage left it
+    path.write_text(json.dumps(data))
+    out = run_recipe(load_recipe(str(path)), tmp_path / "run2")
+    frozen = polymodal.load(out["model_dir"]).model.lm.state_dict()
+    moved = [k for k in full if not torch.equal(full[k], frozen[k])]
+    assert any("qkv.weight" in k for k in moved) and any("fc2.weight" in k for k in moved)
+    data["stages"]["instruct"]["lora"] = {"r": 2}
+    data["stages"]["instruct"]["train_lm"] = True
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="use one of them"):
+        load_recipe(str(path))

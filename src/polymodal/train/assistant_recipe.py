@@ -33,10 +33,17 @@ class LoraRecipe:
     train_parts: list[str] = field(default_factory=list)
     # LoRA+ (Hayou et al., 2024): the B matrices learn at this multiple of the stage's lr (paper: 16)
     b_lr_ratio: float = 1.0
+    use_dora: bool = False  # DoRA (Liu et al., 2024): a trained magnitude per output beside LoRA's direction
+    init: str = "default"  # default (B = 0) | gaussian | pissa (the base weights' top singular vectors) | olora
 
     def validate(self) -> None:
         if not self.b_lr_ratio > 0:
             raise ConfigError(f"lora.b_lr_ratio must be positive, got {self.b_lr_ratio}")
+        if self.init not in LORA_INITS:
+            raise ConfigError(f"lora.init must be one of {LORA_INITS}, got {self.init!r}")
+
+
+LORA_INITS = ("default", "gaussian", "pissa", "olora")  # peft's init_lora_weights ("default" = True)
 
 
 @dataclass
@@ -47,6 +54,7 @@ class StageRecipe:
     lora: LoraRecipe | None = None  # instruct only: LoRA on the LM (None = train the adapter alone)
     loss_per_sample: bool = False  # average the answer loss per conversation, not per token (see answer_loss)
     train_vision: bool = False  # also fine-tune the image encoder in this stage (frozen again afterwards)
+    train_lm: bool = False  # align/instruct: fine-tune the whole LM (LLaVA-1.5's stage 2), instead of LoRA
     fresh_words: list[str] = field(default_factory=list)  # words whose LM token embeddings (tied: their
     # output rows too) restart at random when the stage starts (train/fresh_words.py); the stage must train them
     scene_tokens: bool = False  # lm only: images read as their scene graph's tokens (train/scene_tokens.py)
@@ -109,6 +117,11 @@ class AssistantRecipe:
         if (stage.scene_tokens or stage.scene_distill) and self.media != "image":
             raise ConfigError(
                 f"recipe {self.name}: scene tokens describe shapes scenes; this assistant hears"
+            )
+        if stage.train_lm and (name == "lm" or stage.lora is not None):
+            raise ConfigError(
+                f"recipe {self.name}: train_lm fine-tunes the whole LM beside the adapter; stage {name} "
+                "trains the LM already or adapts it with LoRA (use one of them)"
             )
         if stage.answers_only and name != "lm":
             raise ConfigError(
@@ -174,7 +187,12 @@ def add_lora(lm, lora: LoraRecipe):
     from peft.tuners.lora import LoraModel
 
     config = LoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        use_dora=lora.use_dora,
+        init_lora_weights=True if lora.init == "default" else lora.init,
     )
     wrapped = LoraModel(lm, config, "default")
     train_lm_parts(lm, lora.train_parts)
@@ -218,19 +236,21 @@ def _stage_batches(recipe: AssistantRecipe, stage_name: str, stage: StageRecipe,
     )
 
 
-def _freeze_for(model, stage_name: str, train_vision: bool) -> None:
+def _freeze_for(model, stage_name: str, stage: StageRecipe) -> None:
     """Trainable parts per stage: the LM alone, then the adapter (+ feature norm and positions), then
-    the same plus LoRA; ``train_vision`` adds the image encoder (its frozen flag is lifted meanwhile)."""
+    the same plus LoRA; ``train_vision`` adds the image encoder (its frozen flag is lifted meanwhile) and
+    ``train_lm`` the whole LM."""
     model.requires_grad_(False)
-    model.config.freeze_vision = not train_vision
-    if stage_name == "lm":
+    model.config.freeze_vision = not stage.train_vision
+    if stage_name == "lm" or stage.train_lm:
         model.lm.requires_grad_(True)
+    if stage_name == "lm":
         return
     model.adapter.requires_grad_(True)
     model.feature_norm.requires_grad_(True)
     if model.feature_pos is not None:
         model.feature_pos.requires_grad_(True)
-    if train_vision:
+    if stage.train_vision:
         model.vision.requires_grad_(True)
 
 
@@ -256,7 +276,7 @@ def run_stage(recipe: AssistantRecipe, stage_name: str, model, tokenizer, proces
     batches = _stage_batches(recipe, stage_name, stage, model, tokenizer, processor)
     if stage.train_vision and stage_name == "lm":
         raise ConfigError(f"recipe {recipe.name}: train_vision has no meaning in the lm stage")
-    _freeze_for(model, stage_name, stage.train_vision)
+    _freeze_for(model, stage_name, stage)
     if stage.fresh_words:  # a resumed stage gets its trained rows back from the checkpoint
         seeded = torch.Generator().manual_seed(stage.train.seed)
         restart_word_embeddings(model.lm.token_embed.weight, tokenizer, stage.fresh_words, seeded)
