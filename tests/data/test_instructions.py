@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -88,6 +90,22 @@ def test_vqa_kinds_weights_the_question_kinds_and_can_add_side_questions():
         InstructionSamples(InstructionDataConfig(mix={"vqa": 1.0}, vqa_kinds={"poetry": 1.0}))
     with pytest.raises(ConfigError, match="vqa_kinds"):
         InstructionSamples(InstructionDataConfig(mix={"vqa": 1.0}, vqa_kinds={"color": 0.0}))
+
+
+def test_spatial_rationale_changes_only_the_spatial_answers():
+    config = InstructionDataConfig(mix={"vqa": 1.0}, vqa_kinds={"spatial": 1.0, "color": 1.0}, questions_per_image=3)
+    plain = InstructionSamples(config)
+    reasoned = InstructionSamples(InstructionDataConfig(**{**vars(config), "spatial_rationale": True}))
+    changed = 0
+    for i in range(40):
+        for before, after in zip(plain(i)[1], reasoned(i)[1], strict=True):
+            if before["content"] == after["content"]:
+                continue
+            changed += 1
+            assert before["role"] == "assistant" and before["content"] in ("yes", "no")
+            assert re.fullmatch(r"the [a-z ]+ is (further left|higher), so (yes|no)", after["content"])
+            assert after["content"].endswith(", so " + before["content"])
+    assert changed > 20
 
 
 def _kind_of(prompt: str) -> str:

@@ -18,9 +18,12 @@ from polymodal.data.worlds.shapes import (
 )
 from polymodal.data.worlds.shapes_qa import (
     COMPARE_KIND,
+    QA,
     SIDE_KIND,
     SIDE_MARGIN,
     compare_questions,
+    final_answer,
+    reasoned_answer,
     side_questions,
 )
 from polymodal.data.worlds.shapes_scene import NUMBER_WORDS, RELATION_MARGIN, boxes_overlap, relation
@@ -121,7 +124,21 @@ def test_question_answers_agree_with_the_scene_graph():
                 truth = relation(a, b, "x" if word in ("left", "right") else "y")
                 assert q.answer == ("yes" if truth == word else "no")
                 assert q.points == ((a.cx, a.cy), (b.cx, b.cy))  # in the order the question names them
+                key = (lambda o: o.cx) if word in ("left", "right") else (lambda o: o.cy)
+                winner = m.group(1, 2, 3) if key(a) < key(b) else m.group(5, 6, 7)
+                how = "further left" if word in ("left", "right") else "higher"
+                assert q.rationale == "the " + " ".join(w for w in winner if w) + f" is {how}"
+            else:
+                assert q.rationale == ""  # only spatial answers come with a rationale
     assert kinds == {"count", "color", "shape", "exists", "spatial"}
+
+
+def test_a_reasoned_answer_gives_its_rationale_first_and_final_answer_takes_it_off():
+    spatial = QA("is the red circle left of the blue star?", "no", "spatial", rationale="the blue star is further left")
+    assert reasoned_answer(spatial) == "the blue star is further left, so no"
+    assert final_answer(reasoned_answer(spatial)) == "no"
+    plain = QA("what color is the star?", "blue", "color")
+    assert reasoned_answer(plain) == "blue" and final_answer("blue") == "blue"
 
 
 def test_side_questions_name_one_object_clearly_in_one_half_and_stay_out_of_the_eval_questions():

@@ -29,3 +29,15 @@ def test_assistant_tasks_return_the_common_json_shape(make_assistant, task):
 def test_generation_tasks_refuse_a_dual_encoder(tiny_pipeline):
     with pytest.raises(ValueError, match="not an assistant"):
         run_task(tiny_pipeline, "shapes-vqa", n=2)
+
+
+def test_vqa_scores_the_answer_after_a_rationale(make_assistant, monkeypatch):
+    import polymodal.eval.assistant_tasks as tasks
+
+    def scores(reply):
+        monkeypatch.setattr(tasks, "ask_many", lambda pipe, images, prompts, max_tokens: [reply] * len(prompts))
+        return run_task(make_assistant("linear"), "shapes-vqa", n=40)["metrics"]
+
+    plain = scores("yes")
+    assert plain["vqa_accuracy_exists"] > 0  # "yes" is right about half the time
+    assert scores("the red circle is further left, so yes") == plain

@@ -16,7 +16,7 @@ from polymodal.config import ConfigError
 from polymodal.data.chat import IMAGE_TOKEN, with_media
 from polymodal.data.worlds.shapes import Scene, ShapesWorld, questions, referring_expressions
 from polymodal.data.worlds.shapes_language import RELATION_WORDS, noun_phrase, object_list, relation_facts
-from polymodal.data.worlds.shapes_qa import QA, QA_KINDS, TRAINING_ONLY_QUESTIONS
+from polymodal.data.worlds.shapes_qa import QA, QA_KINDS, TRAINING_ONLY_QUESTIONS, reasoned_answer
 from polymodal.data.worlds.shapes_scene import NUMBER_WORDS
 
 SHORT_PROMPTS = ("describe the image briefly.", "what is in the image?", "give a short caption.")
@@ -104,16 +104,18 @@ def _single(
     rng: np.random.Generator,
     phrasing: np.random.Generator | None = None,
     question_mix: QuestionMix | None = None,
+    rationales: bool = False,
 ) -> tuple[str, str]:
     """(prompt, answer) of one instruction of ``kind`` (``phrasing``: see ``_phrased``; ``question_mix``:
-    how a VQA question is drawn, by default uniformly over the scene's questions)."""
+    how a VQA question is drawn, by default uniformly over the scene's questions; ``rationales``: answers
+    that have one (spatial questions) say what decides them first, see ``shapes_qa.reasoned_answer``)."""
     if kind == "caption_short":
         return _pick(rng, SHORT_PROMPTS), short_caption(scene)
     if kind == "caption_detailed":
         return _pick(rng, DETAILED_PROMPTS), detailed_caption(scene)
     if kind == "vqa":
         qa = question_mix.draw(scene, rng) if question_mix else _pick(rng, questions(scene, rng))
-        return _phrased(qa, phrasing), qa.answer
+        return _phrased(qa, phrasing), reasoned_answer(qa) if rationales else qa.answer
     if kind == "grounding":
         expressions = referring_expressions(scene)
         if not expressions:  # no object can be singled out (e.g. two alike, side by side): caption it
@@ -130,6 +132,7 @@ def _distinct(
     phrasing: np.random.Generator | None,
     count: int,
     question_mix: QuestionMix | None = None,
+    rationales: bool = False,
 ) -> list[tuple[str, str]]:
     """Up to ``count`` (prompt, answer) pairs of ``kind`` about ``scene``, no two asking the same thing (a
     repeated question would teach copying the earlier answer); fewer when the scene runs out of them.
@@ -137,7 +140,7 @@ def _distinct(
     pairs: list[tuple[str, str]] = []
     seen: set[str] = set()
     for _ in range(4 * count):
-        prompt, answer = _single(scene, kind, rng, phrasing, question_mix)
+        prompt, answer = _single(scene, kind, rng, phrasing, question_mix, rationales)
         key = answer if kind == "grounding" else prompt  # a box is one object, however it is asked for
         if key not in seen:
             seen.add(key)
@@ -156,19 +159,20 @@ def conversation(
     questions_per_image: int = 1,
     image_after: bool = False,
     question_mix: QuestionMix | None = None,
+    rationales: bool = False,
 ) -> list[dict[str, str]]:
     """One training conversation about ``scene``; the image comes with the first user message, before its
     text or (``image_after``) after it. ``phrasing`` varies the wording of existence questions (see
     ``_phrased``); a vqa or grounding sample asks ``questions_per_image`` different questions, one per turn;
-    ``question_mix`` draws the VQA questions (see ``QuestionMix``)."""
+    ``question_mix`` draws the VQA questions (see ``QuestionMix``); ``rationales``: see ``_single``."""
     if kind != "conversation":
         count = questions_per_image if kind in MULTI_QUESTION_KINDS else 1
-        pairs = _distinct(scene, kind, rng, phrasing, count, question_mix)
+        pairs = _distinct(scene, kind, rng, phrasing, count, question_mix, rationales)
         return [m for t, pair in enumerate(pairs) for m in _turn(*pair, t == 0, image_after)]
     messages: list[dict[str, str]] = []
     for t in range(turns):
         sub = _pick(rng, ("caption_short", "vqa", "vqa", "grounding"))
-        messages += _turn(*_single(scene, sub, rng, phrasing, question_mix), t == 0, image_after)
+        messages += _turn(*_single(scene, sub, rng, phrasing, question_mix, rationales), t == 0, image_after)
     return messages
 
 
@@ -205,6 +209,9 @@ class InstructionDataConfig:
     # instead of "<image> question" (LLaVA's data mixes both; match the model's image_position)
     vqa_kinds: dict[str, float] | None = None  # question kind -> weight for VQA turns (QA_KINDS and the
     # training-only "side" and "compare"); None: uniform over a scene's questions, as the eval asks
+    spatial_rationale: bool = False  # answer spatial questions with what decides them first: "the red
+    # circle is further left, so no" (which of the two named objects is further left or higher is read from
+    # the image; yes/no then follows from the question's text alone, which the lm stage can learn)
 
     def validate(self) -> None:
         if self.vqa_kinds is not None:
@@ -264,6 +271,7 @@ class InstructionSamples:
             questions_per_image=self.config.questions_per_image,
             image_after=image_after,
             question_mix=self.question_mix,
+            rationales=self.config.spatial_rationale,
         )
         return self.world.render(scene), messages
 

@@ -87,6 +87,7 @@ def shapes_vqa(pipeline, n: int | None = None, seed: int = 0) -> tuple[int, dict
     An assistant generates its answers; a fusion encoder (``answer_batch``) picks them from its answer
     vocabulary. The questions and metrics are the same.
     """
+    from polymodal.data.worlds.shapes_qa import final_answer
     from polymodal.eval.vqa import vqa_scores
 
     if hasattr(pipeline, "answer_batch"):
@@ -97,8 +98,8 @@ def shapes_vqa(pipeline, n: int | None = None, seed: int = 0) -> tuple[int, dict
     else:
         _require_assistant(pipeline)
 
-        def reply(images: list, questions: list[str]) -> list[str]:
-            return ask_many(pipeline, images, questions, max_tokens=8)
+        def reply(images: list, questions: list[str]) -> list[str]:  # the short answer after any rationale
+            return [final_answer(r) for r in ask_many(pipeline, images, questions, max_tokens=24)]
 
     count = n or DEFAULT_N
     metrics: dict[str, Any] = {}

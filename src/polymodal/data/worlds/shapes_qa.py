@@ -48,6 +48,20 @@ class QA:
     answer: str
     kind: str
     points: tuple[tuple[float, float], ...] = ()  # centres (x, y) of the objects it names, in order
+    rationale: str = ""  # spatial: what decides the answer, e.g. "the red circle is further left"
+
+
+RATIONALE_JOIN = ", so "  # "the red circle is further left, so yes": a reasoned answer's last part answers
+
+
+def reasoned_answer(qa: QA) -> str:
+    """The answer with its rationale first, when it has one: "the red circle is further left, so no"."""
+    return f"{qa.rationale}{RATIONALE_JOIN}{qa.answer}" if qa.rationale else qa.answer
+
+
+def final_answer(reply: str) -> str:
+    """The short answer of a reply that may give its rationale first (the part after the last ", so ")."""
+    return reply.rsplit(RATIONALE_JOIN, 1)[-1]
 
 
 def _centre(obj: ShapeObject) -> tuple[float, float]:
@@ -106,15 +120,24 @@ def _the(attrs: tuple) -> str:
     return "the " + " ".join(w for w in attrs if w)
 
 
+def _winner(da: tuple, rel: str, db: tuple) -> tuple[str, str]:
+    """For "A rel B": which of the two is further left (left/right) or higher (above/below), and how to
+    say so: ("the red circle", "further left")."""
+    winner = _the(da if rel in ("left", "above") else db)
+    return winner, "further left" if rel in ("left", "right") else "higher"
+
+
 def _spatial_questions(scene: Scene, rng: np.random.Generator) -> list[QA]:
     qs = []
     for a, da, rel, b, db in relation_pairs(scene):
         ab, ba = (_centre(a), _centre(b)), (_centre(b), _centre(a))
-        qs.append(QA(f"is {_the(da)} {RELATION_WORDS[rel]} {_the(db)}?", "yes", "spatial", ab))
+        why = "{} is {}".format(*_winner(da, rel, db))
+        qs.append(QA(f"is {_the(da)} {RELATION_WORDS[rel]} {_the(db)}?", "yes", "spatial", ab, why))
         if rng.integers(2):  # a "no" for every "yes", phrased either by swapping objects or the relation
-            qs.append(QA(f"is {_the(db)} {RELATION_WORDS[rel]} {_the(da)}?", "no", "spatial", ba))
+            qs.append(QA(f"is {_the(db)} {RELATION_WORDS[rel]} {_the(da)}?", "no", "spatial", ba, why))
         else:
-            qs.append(QA(f"is {_the(da)} {RELATION_WORDS[OPPOSITE[rel]]} {_the(db)}?", "no", "spatial", ab))
+            question = f"is {_the(da)} {RELATION_WORDS[OPPOSITE[rel]]} {_the(db)}?"
+            qs.append(QA(question, "no", "spatial", ab, why))
     return qs
 
 
@@ -143,8 +166,8 @@ def compare_questions(scene: Scene) -> list[QA]:
     higher, ...'), both name orders, for every clear relation (kind ``COMPARE_KIND``; not in ``questions``)."""
     qs = []
     for a, da, rel, b, db in relation_pairs(scene):
-        winner = _the(da if rel in ("left", "above") else db)  # the object further left / higher
-        ask = "which is further left" if rel in ("left", "right") else "which is higher"
+        winner, how = _winner(da, rel, db)
+        ask = f"which is {how}"
         for x, dx, y, dy in ((a, da, b, db), (b, db, a, da)):
             qs.append(QA(f"{ask}, {_the(dx)} or {_the(dy)}?", winner, COMPARE_KIND, (_centre(x), _centre(y))))
     return qs
