@@ -103,7 +103,7 @@ def test_spatial_rationale_changes_only_the_spatial_answers():
                 continue
             changed += 1
             assert before["role"] == "assistant" and before["content"] in ("yes", "no")
-            assert re.fullmatch(r"the [a-z ]+ is (further left|higher), so (yes|no)", after["content"])
+            assert re.fullmatch(r"of the [a-z ]+ and the [a-z ]+, the [a-z ]+ is (further left|higher), so (yes|no)", after["content"])  # fmt: skip
             assert after["content"].endswith(", so " + before["content"])
     assert changed > 20
 

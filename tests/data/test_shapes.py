@@ -125,17 +125,21 @@ def test_question_answers_agree_with_the_scene_graph():
                 assert q.answer == ("yes" if truth == word else "no")
                 assert q.points == ((a.cx, a.cy), (b.cx, b.cy))  # in the order the question names them
                 key = (lambda o: o.cx) if word in ("left", "right") else (lambda o: o.cy)
-                winner = m.group(1, 2, 3) if key(a) < key(b) else m.group(5, 6, 7)
+                x, y = (" ".join(w for w in m.group(*g) if w) for g in ((1, 2, 3), (5, 6, 7)))
+                first, second = (x, y) if word in ("left", "above") else (y, x)
+                winner = x if key(a) < key(b) else y
                 how = "further left" if word in ("left", "right") else "higher"
-                assert q.rationale == "the " + " ".join(w for w in winner if w) + f" is {how}"
+                assert q.rationale == f"of the {first} and the {second}, the {winner} is {how}"
+                assert (winner == first) == (q.answer == "yes")  # the last step: is it the first named?
             else:
                 assert q.rationale == ""  # only spatial answers come with a rationale
     assert kinds == {"count", "color", "shape", "exists", "spatial"}
 
 
 def test_a_reasoned_answer_gives_its_rationale_first_and_final_answer_takes_it_off():
-    spatial = QA("is the red circle left of the blue star?", "no", "spatial", rationale="the blue star is further left")
-    assert reasoned_answer(spatial) == "the blue star is further left, so no"
+    why = "of the red circle and the blue star, the blue star is further left"
+    spatial = QA("is the red circle left of the blue star?", "no", "spatial", rationale=why)
+    assert reasoned_answer(spatial) == why + ", so no"
     assert final_answer(reasoned_answer(spatial)) == "no"
     plain = QA("what color is the star?", "blue", "color")
     assert reasoned_answer(plain) == "blue" and final_answer("blue") == "blue"

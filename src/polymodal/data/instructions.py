@@ -276,9 +276,9 @@ class InstructionSamples:
         return self.world.render(scene), messages
 
 
-def world_text_corpus(n: int, seed: int = 0) -> list[str]:
+def world_text_corpus(n: int, seed: int = 0, rationales: bool = False) -> list[str]:
     """About ``n`` texts of the assistant's language: every kind of prompt and answer (no images), for
-    training its tokenizer."""
+    training its tokenizer (``rationales``: spatial answers with their rationale, see ``_single``)."""
     world = ShapesWorld(seed=seed, split="train", max_objects=4)
     rng = np.random.default_rng([seed, 11])
     texts: list[str] = []
@@ -286,7 +286,7 @@ def world_text_corpus(n: int, seed: int = 0) -> list[str]:
     while len(texts) < n:
         scene = world.scene(i)
         for kind in INSTRUCTION_KINDS[:-1]:
-            for message in conversation(scene, kind, rng):
+            for message in conversation(scene, kind, rng, rationales=rationales):
                 texts.append(message["content"].replace(IMAGE_TOKEN, "").strip())
         i += 1
     return texts[:n]

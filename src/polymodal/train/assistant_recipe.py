@@ -145,8 +145,11 @@ def build_assistant_tokenizer(recipe: AssistantRecipe, context_length: int):
     from polymodal.data.instructions import world_text_corpus
     from polymodal.data.tokenizer import TextTokenizer
 
-    corpus = audio_text_corpus if recipe.media == "audio" else world_text_corpus
-    texts = corpus(recipe.tokenizer_corpus_size)
+    if recipe.media == "audio":
+        texts = audio_text_corpus(recipe.tokenizer_corpus_size)
+    else:  # the words of spatial rationales too, when a stage writes them
+        rationales = any(stage.data.get("spatial_rationale") for stage in recipe.stages.values())
+        texts = world_text_corpus(recipe.tokenizer_corpus_size, rationales=rationales)
     tokenizer = TextTokenizer.train_bpe(
         texts, vocab_size=recipe.tokenizer_vocab_size, context_length=context_length
     )

@@ -48,14 +48,15 @@ class QA:
     answer: str
     kind: str
     points: tuple[tuple[float, float], ...] = ()  # centres (x, y) of the objects it names, in order
-    rationale: str = ""  # spatial: what decides the answer, e.g. "the red circle is further left"
+    rationale: str = ""  # spatial: what decides the answer, e.g. "of the red circle and the blue star, the
+    # red circle is further left" (see _spatial_qa)
 
 
-RATIONALE_JOIN = ", so "  # "the red circle is further left, so yes": a reasoned answer's last part answers
+RATIONALE_JOIN = ", so "  # "..., the red circle is further left, so yes": a reasoned answer's last part answers
 
 
 def reasoned_answer(qa: QA) -> str:
-    """The answer with its rationale first, when it has one: "the red circle is further left, so no"."""
+    """The answer with its rationale first, when it has one: "..., the red circle is further left, so no"."""
     return f"{qa.rationale}{RATIONALE_JOIN}{qa.answer}" if qa.rationale else qa.answer
 
 
@@ -127,17 +128,27 @@ def _winner(da: tuple, rel: str, db: tuple) -> tuple[str, str]:
     return winner, "further left" if rel in ("left", "right") else "higher"
 
 
+def _spatial_qa(x: tuple, rel: str, y: tuple, winner: str, answer: str, points) -> QA:
+    """"is X rel Y?" with its rationale in three steps that each depend on one thing at a time: the two
+    names put in the order the relation favours ("of Y and X" for "is X right of Y?"), which of them is
+    further left or higher (the image), and yes if that is the first of the two (so yes/no never depends
+    on the relation word and the names jointly)."""
+    first, second = (x, y) if rel in ("left", "above") else (y, x)
+    how = "further left" if rel in ("left", "right") else "higher"
+    why = f"of {_the(first)} and {_the(second)}, {winner} is {how}"
+    return QA(f"is {_the(x)} {RELATION_WORDS[rel]} {_the(y)}?", answer, "spatial", points, why)
+
+
 def _spatial_questions(scene: Scene, rng: np.random.Generator) -> list[QA]:
     qs = []
     for a, da, rel, b, db in relation_pairs(scene):
         ab, ba = (_centre(a), _centre(b)), (_centre(b), _centre(a))
-        why = "{} is {}".format(*_winner(da, rel, db))
-        qs.append(QA(f"is {_the(da)} {RELATION_WORDS[rel]} {_the(db)}?", "yes", "spatial", ab, why))
+        winner, _ = _winner(da, rel, db)
+        qs.append(_spatial_qa(da, rel, db, winner, "yes", ab))
         if rng.integers(2):  # a "no" for every "yes", phrased either by swapping objects or the relation
-            qs.append(QA(f"is {_the(db)} {RELATION_WORDS[rel]} {_the(da)}?", "no", "spatial", ba, why))
+            qs.append(_spatial_qa(db, rel, da, winner, "no", ba))
         else:
-            question = f"is {_the(da)} {RELATION_WORDS[OPPOSITE[rel]]} {_the(db)}?"
-            qs.append(QA(question, "no", "spatial", ab, why))
+            qs.append(_spatial_qa(da, OPPOSITE[rel], db, winner, "no", ab))
     return qs
 
 
