@@ -105,12 +105,16 @@ def test_lora_plus_gives_the_b_matrices_their_own_learning_rate():
         assert group["lr"] == pytest.approx(16e-3 if in_b == {True} else 1e-3)
 
 
-def test_a_bad_lora_plus_ratio_fails_when_the_recipe_loads(tmp_path):
+@pytest.mark.parametrize(
+    "key, value, message",
+    [("b_lr_ratio", 0.0, "b_lr_ratio must be positive"), ("init", "loftq", "lora.init must be one of")],
+)
+def test_a_bad_lora_option_fails_when_the_recipe_loads(tmp_path, key, value, message):
     path = _tiny_recipe(tmp_path)
     data = json.loads(path.read_text())
-    data["stages"]["instruct"]["lora"]["b_lr_ratio"] = 0.0
+    data["stages"]["instruct"]["lora"][key] = value
     path.write_text(json.dumps(data))
-    with pytest.raises(ConfigError, match="b_lr_ratio must be positive"):
+    with pytest.raises(ConfigError, match=message):
         load_recipe(str(path))
 
 
@@ -180,15 +184,6 @@ def test_dora_and_other_lora_inits_merge_into_the_same_logits(options):
         merged = lora.merge_and_unload()
         assert not any("lora" in name for name, _ in merged.named_parameters())
         assert torch.allclose(merged(ids), before, atol=1e-4)
-
-
-def test_an_unknown_lora_init_fails_when_the_recipe_loads(tmp_path):
-    path = _tiny_recipe(tmp_path)
-    data = json.loads(path.read_text())
-    data["stages"]["instruct"]["lora"]["init"] = "loftq"
-    path.write_text(json.dumps(data))
-    with pytest.raises(ConfigError, match="lora.init must be one of"):
-        load_recipe(str(path))
 
 
 def test_train_lm_fine_tunes_the_whole_lm_in_its_stage(tmp_path):

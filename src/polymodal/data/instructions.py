@@ -209,9 +209,9 @@ class InstructionDataConfig:
     # instead of "<image> question" (LLaVA's data mixes both; match the model's image_position)
     vqa_kinds: dict[str, float] | None = None  # question kind -> weight for VQA turns (QA_KINDS and the
     # training-only "side" and "compare"); None: uniform over a scene's questions, as the eval asks
-    spatial_rationale: bool = False  # answer spatial questions with what decides them first: "the red
-    # circle is further left, so no" (which of the two named objects is further left or higher is read from
-    # the image; yes/no then follows from the question's text alone, which the lm stage can learn)
+    spatial_rationale: bool = False  # answer spatial questions with what decides them first: "of the blue
+    # star and the red circle, the red circle is further left, so no" (only which of the two is further left
+    # or higher comes from the image; the name order and yes/no follow from the text: shapes_qa._spatial_qa)
 
     def validate(self) -> None:
         if self.vqa_kinds is not None:

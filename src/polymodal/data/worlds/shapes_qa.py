@@ -128,14 +128,13 @@ def _winner(da: tuple, rel: str, db: tuple) -> tuple[str, str]:
     return winner, "further left" if rel in ("left", "right") else "higher"
 
 
-def _spatial_qa(x: tuple, rel: str, y: tuple, winner: str, answer: str, points) -> QA:
+def _spatial_qa(x: tuple, rel: str, y: tuple, decided: str, answer: str, points) -> QA:
     """"is X rel Y?" with its rationale in three steps that each depend on one thing at a time: the two
     names put in the order the relation favours ("of Y and X" for "is X right of Y?"), which of them is
-    further left or higher (the image), and yes if that is the first of the two (so yes/no never depends
-    on the relation word and the names jointly)."""
+    further left or higher (``decided``, read from the image), and yes if that is the first of the two (so
+    yes/no never depends on the relation word and the names jointly)."""
     first, second = (x, y) if rel in ("left", "above") else (y, x)
-    how = "further left" if rel in ("left", "right") else "higher"
-    why = f"of {_the(first)} and {_the(second)}, {winner} is {how}"
+    why = f"of {_the(first)} and {_the(second)}, {decided}"
     return QA(f"is {_the(x)} {RELATION_WORDS[rel]} {_the(y)}?", answer, "spatial", points, why)
 
 
@@ -143,12 +142,12 @@ def _spatial_questions(scene: Scene, rng: np.random.Generator) -> list[QA]:
     qs = []
     for a, da, rel, b, db in relation_pairs(scene):
         ab, ba = (_centre(a), _centre(b)), (_centre(b), _centre(a))
-        winner, _ = _winner(da, rel, db)
-        qs.append(_spatial_qa(da, rel, db, winner, "yes", ab))
+        decided = "{} is {}".format(*_winner(da, rel, db))  # "the red circle is further left"
+        qs.append(_spatial_qa(da, rel, db, decided, "yes", ab))
         if rng.integers(2):  # a "no" for every "yes", phrased either by swapping objects or the relation
-            qs.append(_spatial_qa(db, rel, da, winner, "no", ba))
+            qs.append(_spatial_qa(db, rel, da, decided, "no", ba))
         else:
-            qs.append(_spatial_qa(da, OPPOSITE[rel], db, winner, "no", ab))
+            qs.append(_spatial_qa(da, OPPOSITE[rel], db, decided, "no", ab))
     return qs
 
 
