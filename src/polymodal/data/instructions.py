@@ -98,24 +98,25 @@ class QuestionMix:
         return _pick(rng, by_kind[kind])
 
 
-def _single(
-    scene: Scene,
-    kind: str,
-    rng: np.random.Generator,
-    phrasing: np.random.Generator | None = None,
-    question_mix: QuestionMix | None = None,
-    rationales: bool = False,
-) -> tuple[str, str]:
-    """(prompt, answer) of one instruction of ``kind`` (``phrasing``: see ``_phrased``; ``question_mix``:
-    how a VQA question is drawn, by default uniformly over the scene's questions; ``rationales``: answers
-    that have one (spatial questions) say what decides them first, see ``shapes_qa.reasoned_answer``)."""
+@dataclass(frozen=True)
+class Asking:
+    """How a sample's questions are asked and answered."""
+
+    phrasing: np.random.Generator | None = None  # varies the wording of existence questions (``_phrased``)
+    question_mix: QuestionMix | None = None  # draws VQA questions by kind (None: uniformly over the scene's)
+    rationales: bool = False  # answers that have one (spatial) say what decides them first (reasoned_answer)
+
+
+def _single(scene: Scene, kind: str, rng: np.random.Generator, asking: Asking = Asking()) -> tuple[str, str]:
+    """(prompt, answer) of one instruction of ``kind``, its questions asked as ``asking`` says."""
     if kind == "caption_short":
         return _pick(rng, SHORT_PROMPTS), short_caption(scene)
     if kind == "caption_detailed":
         return _pick(rng, DETAILED_PROMPTS), detailed_caption(scene)
     if kind == "vqa":
-        qa = question_mix.draw(scene, rng) if question_mix else _pick(rng, questions(scene, rng))
-        return _phrased(qa, phrasing), reasoned_answer(qa) if rationales else qa.answer
+        mix = asking.question_mix
+        qa = mix.draw(scene, rng) if mix else _pick(rng, questions(scene, rng))
+        return _phrased(qa, asking.phrasing), reasoned_answer(qa) if asking.rationales else qa.answer
     if kind == "grounding":
         expressions = referring_expressions(scene)
         if not expressions:  # no object can be singled out (e.g. two alike, side by side): caption it
@@ -126,13 +127,7 @@ def _single(
 
 
 def _distinct(
-    scene: Scene,
-    kind: str,
-    rng: np.random.Generator,
-    phrasing: np.random.Generator | None,
-    count: int,
-    question_mix: QuestionMix | None = None,
-    rationales: bool = False,
+    scene: Scene, kind: str, rng: np.random.Generator, count: int, asking: Asking
 ) -> list[tuple[str, str]]:
     """Up to ``count`` (prompt, answer) pairs of ``kind`` about ``scene``, no two asking the same thing (a
     repeated question would teach copying the earlier answer); fewer when the scene runs out of them.
@@ -140,7 +135,7 @@ def _distinct(
     pairs: list[tuple[str, str]] = []
     seen: set[str] = set()
     for _ in range(4 * count):
-        prompt, answer = _single(scene, kind, rng, phrasing, question_mix, rationales)
+        prompt, answer = _single(scene, kind, rng, asking)
         key = answer if kind == "grounding" else prompt  # a box is one object, however it is asked for
         if key not in seen:
             seen.add(key)
@@ -155,24 +150,21 @@ def conversation(
     kind: str,
     rng: np.random.Generator,
     turns: int = 3,
-    phrasing: np.random.Generator | None = None,
     questions_per_image: int = 1,
     image_after: bool = False,
-    question_mix: QuestionMix | None = None,
-    rationales: bool = False,
+    asking: Asking = Asking(),
 ) -> list[dict[str, str]]:
     """One training conversation about ``scene``; the image comes with the first user message, before its
-    text or (``image_after``) after it. ``phrasing`` varies the wording of existence questions (see
-    ``_phrased``); a vqa or grounding sample asks ``questions_per_image`` different questions, one per turn;
-    ``question_mix`` draws the VQA questions (see ``QuestionMix``); ``rationales``: see ``_single``."""
+    text or (``image_after``) after it. A vqa or grounding sample asks ``questions_per_image`` different
+    questions, one per turn; ``asking``: how the questions are worded, drawn and answered."""
     if kind != "conversation":
         count = questions_per_image if kind in MULTI_QUESTION_KINDS else 1
-        pairs = _distinct(scene, kind, rng, phrasing, count, question_mix, rationales)
+        pairs = _distinct(scene, kind, rng, count, asking)
         return [m for t, pair in enumerate(pairs) for m in _turn(*pair, t == 0, image_after)]
     messages: list[dict[str, str]] = []
     for t in range(turns):
         sub = _pick(rng, ("caption_short", "vqa", "vqa", "grounding"))
-        messages += _turn(*_single(scene, sub, rng, phrasing, question_mix, rationales), t == 0, image_after)
+        messages += _turn(*_single(scene, sub, rng, asking), t == 0, image_after)
     return messages
 
 
@@ -267,18 +259,16 @@ class InstructionSamples:
             scene,
             kind,
             rng,
-            phrasing=phrasing,
             questions_per_image=self.config.questions_per_image,
             image_after=image_after,
-            question_mix=self.question_mix,
-            rationales=self.config.spatial_rationale,
+            asking=Asking(phrasing, self.question_mix, self.config.spatial_rationale),
         )
         return self.world.render(scene), messages
 
 
 def world_text_corpus(n: int, seed: int = 0, rationales: bool = False) -> list[str]:
     """About ``n`` texts of the assistant's language: every kind of prompt and answer (no images), for
-    training its tokenizer (``rationales``: spatial answers with their rationale, see ``_single``)."""
+    training its tokenizer (``rationales``: spatial answers with their rationale, see ``Asking``)."""
     world = ShapesWorld(seed=seed, split="train", max_objects=4)
     rng = np.random.default_rng([seed, 11])
     texts: list[str] = []
@@ -286,7 +276,7 @@ def world_text_corpus(n: int, seed: int = 0, rationales: bool = False) -> list[s
     while len(texts) < n:
         scene = world.scene(i)
         for kind in INSTRUCTION_KINDS[:-1]:
-            for message in conversation(scene, kind, rng, rationales=rationales):
+            for message in conversation(scene, kind, rng, asking=Asking(rationales=rationales)):
                 texts.append(message["content"].replace(IMAGE_TOKEN, "").strip())
         i += 1
     return texts[:n]
