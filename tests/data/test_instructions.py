@@ -92,20 +92,33 @@ def test_vqa_kinds_weights_the_question_kinds_and_can_add_side_questions():
         InstructionSamples(InstructionDataConfig(mix={"vqa": 1.0}, vqa_kinds={"color": 0.0}))
 
 
-def test_spatial_rationale_changes_only_the_spatial_answers():
+def _changed_answers(option: str):
+    """(answer without, answer with ``option``, scene) for each turn of 40 VQA samples that the option changes."""
     config = InstructionDataConfig(mix={"vqa": 1.0}, vqa_kinds={"spatial": 1.0, "color": 1.0}, questions_per_image=3)
     plain = InstructionSamples(config)
-    reasoned = InstructionSamples(InstructionDataConfig(**{**vars(config), "spatial_rationale": True}))
-    changed = 0
+    changed = InstructionSamples(InstructionDataConfig(**{**vars(config), option: True}))
     for i in range(40):
-        for before, after in zip(plain(i)[1], reasoned(i)[1], strict=True):
-            if before["content"] == after["content"]:
-                continue
-            changed += 1
-            assert before["role"] == "assistant" and before["content"] in ("yes", "no")
-            assert re.fullmatch(r"of the [a-z ]+ and the [a-z ]+, the [a-z ]+ is (further left|higher), so (yes|no)", after["content"])  # fmt: skip
-            assert after["content"].endswith(", so " + before["content"])
-    assert changed > 20
+        for before, after in zip(plain(i)[1], changed(i)[1], strict=True):
+            if before["content"] != after["content"]:
+                assert before["role"] == "assistant"
+                yield before["content"], after["content"], changed.scene(i)
+
+
+def test_spatial_rationale_changes_only_the_spatial_answers():
+    pairs = list(_changed_answers("spatial_rationale"))
+    for before, after, _ in pairs:
+        assert before in ("yes", "no")
+        assert re.fullmatch(r"of the [a-z ]+ and the [a-z ]+, the [a-z ]+ is (further left|higher), so (yes|no)", after)  # fmt: skip
+        assert after.endswith(", so " + before)
+    assert len(pairs) > 20
+
+
+def test_color_box_rationale_puts_the_objects_box_before_the_colour():
+    pairs = list(_changed_answers("color_box_rationale"))
+    for before, after, scene in pairs:
+        box, colour = after.split(", so ")
+        assert colour == before and (box, colour) in {(format_box(o.bbox), o.color) for o in scene.objects}
+    assert len(pairs) > 10
 
 
 def _kind_of(prompt: str) -> str:

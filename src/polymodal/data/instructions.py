@@ -16,7 +16,13 @@ from polymodal.config import ConfigError
 from polymodal.data.chat import IMAGE_TOKEN, with_media
 from polymodal.data.worlds.shapes import Scene, ShapesWorld, questions, referring_expressions
 from polymodal.data.worlds.shapes_language import RELATION_WORDS, noun_phrase, object_list, relation_facts
-from polymodal.data.worlds.shapes_qa import QA, QA_KINDS, TRAINING_ONLY_QUESTIONS, reasoned_answer
+from polymodal.data.worlds.shapes_qa import (
+    QA,
+    QA_KINDS,
+    RATIONALE_JOIN,
+    TRAINING_ONLY_QUESTIONS,
+    reasoned_answer,
+)
 from polymodal.data.worlds.shapes_scene import NUMBER_WORDS
 
 SHORT_PROMPTS = ("describe the image briefly.", "what is in the image?", "give a short caption.")
@@ -105,6 +111,7 @@ class Asking:
     phrasing: np.random.Generator | None = None  # varies the wording of existence questions (``_phrased``)
     question_mix: QuestionMix | None = None  # draws VQA questions by kind (None: uniformly over the scene's)
     rationales: bool = False  # answers that have one (spatial) say what decides them first (reasoned_answer)
+    color_boxes: bool = False  # colour answers give the object's box first: "[0.41,0.10,0.62,0.33], so red"
 
 
 def _single(scene: Scene, kind: str, rng: np.random.Generator, asking: Asking = Asking()) -> tuple[str, str]:
@@ -116,7 +123,7 @@ def _single(scene: Scene, kind: str, rng: np.random.Generator, asking: Asking = 
     if kind == "vqa":
         mix = asking.question_mix
         qa = mix.draw(scene, rng) if mix else _pick(rng, questions(scene, rng))
-        return _phrased(qa, asking.phrasing), reasoned_answer(qa) if asking.rationales else qa.answer
+        return _phrased(qa, asking.phrasing), _vqa_answer(scene, qa, asking)
     if kind == "grounding":
         expressions = referring_expressions(scene)
         if not expressions:  # no object can be singled out (e.g. two alike, side by side): caption it
@@ -124,6 +131,15 @@ def _single(scene: Scene, kind: str, rng: np.random.Generator, asking: Asking = 
         expression, box = _pick(rng, expressions)
         return _pick(rng, GROUND_PROMPTS).format(expression), format_box(box)
     raise ValueError(f"unknown instruction kind {kind!r}; expected one of {INSTRUCTION_KINDS}")
+
+
+def _vqa_answer(scene: Scene, qa: QA, asking: Asking) -> str:
+    """The answer to ``qa`` as ``asking`` says: with its rationale first, or a colour after the box of the
+    object asked about (located first, as grounding does; its colour is then read at that place)."""
+    if asking.color_boxes and qa.kind == "color":
+        (obj,) = [o for o in scene.objects if (o.cx, o.cy) == qa.points[0]]
+        return f"{format_box(obj.bbox)}{RATIONALE_JOIN}{qa.answer}"
+    return reasoned_answer(qa) if asking.rationales else qa.answer
 
 
 def _distinct(
@@ -204,6 +220,8 @@ class InstructionDataConfig:
     spatial_rationale: bool = False  # answer spatial questions with what decides them first: "of the blue
     # star and the red circle, the red circle is further left, so no" (only which of the two is further left
     # or higher comes from the image; the name order and yes/no follow from the text: shapes_qa._spatial_qa)
+    color_box_rationale: bool = False  # answer colour questions with the object's box first
+    # ("[0.41,0.10,0.62,0.33], so red"): find the object as grounding does, then read the colour there
 
     def validate(self) -> None:
         if self.vqa_kinds is not None:
@@ -248,20 +266,21 @@ class InstructionSamples:
         return self.world.scene(i)
 
     def __call__(self, i: int):
-        rng = np.random.default_rng([self.config.seed, 7, i])
+        config = self.config
+        rng = np.random.default_rng([config.seed, 7, i])
         kind = self.mix.draw(rng)
         scene = self.world.scene(i)
-        phrasing = np.random.default_rng([self.config.seed, 13, i])
-        after = self.config.image_after_question
+        phrasing = np.random.default_rng([config.seed, 13, i])
+        after = config.image_after_question
         # drawn from a generator of its own (and only when asked for), so the other draws stay as they were
-        image_after = after > 0 and np.random.default_rng([self.config.seed, 17, i]).random() < after
+        image_after = after > 0 and np.random.default_rng([config.seed, 17, i]).random() < after
         messages = conversation(
             scene,
             kind,
             rng,
-            questions_per_image=self.config.questions_per_image,
+            questions_per_image=config.questions_per_image,
             image_after=image_after,
-            asking=Asking(phrasing, self.question_mix, self.config.spatial_rationale),
+            asking=Asking(phrasing, self.question_mix, config.spatial_rationale, config.color_box_rationale),
         )
         return self.world.render(scene), messages
 
