@@ -11,6 +11,7 @@ from polymodal.data.instructions import (
     detailed_caption,
     format_box,
     short_caption,
+    world_text_corpus,
 )
 from polymodal.data.worlds.shapes import ShapesWorld
 from polymodal.data.worlds.shapes_qa import referring_expressions
@@ -94,7 +95,9 @@ def test_vqa_kinds_weights_the_question_kinds_and_can_add_side_questions():
 
 def _changed_answers(option: str):
     """(answer without, answer with ``option``, scene) for each turn of 40 VQA samples that the option changes."""
-    config = InstructionDataConfig(mix={"vqa": 1.0}, vqa_kinds={"spatial": 1.0, "color": 1.0}, questions_per_image=3)
+    config = InstructionDataConfig(
+        mix={"vqa": 1.0}, vqa_kinds={"spatial": 1.0, "color": 1.0}, questions_per_image=3
+    )
     plain = InstructionSamples(config)
     changed = InstructionSamples(InstructionDataConfig(**{**vars(config), option: True}))
     for i in range(40):
@@ -111,6 +114,26 @@ def test_spatial_rationale_changes_only_the_spatial_answers():
         assert re.fullmatch(r"of the [a-z ]+ and the [a-z ]+, the [a-z ]+ is (further left|higher), so (yes|no)", after)  # fmt: skip
         assert after.endswith(", so " + before)
     assert len(pairs) > 20
+
+
+def test_spatial_box_rationale_points_at_both_objects_by_their_boxes_instead_of_naming_them():
+    pairs = list(_changed_answers("spatial_box_rationale"))
+    for before, after, scene in pairs:
+        assert before in ("yes", "no") and after.endswith(", so " + before)
+        boxes = re.findall(r"\[[0-9.,]+\]", after)
+        assert len(boxes) == 2 and set(boxes) <= {format_box(o.bbox) for o in scene.objects}
+        assert re.fullmatch(r"\[[0-9.,]+\] and \[[0-9.,]+\], the (first|second) is (further left|higher), so (yes|no)", after)  # fmt: skip
+    assert len(pairs) > 20
+    with pytest.raises(ConfigError, match="spatial_rationale and spatial_box_rationale"):
+        InstructionSamples(InstructionDataConfig(spatial_rationale=True, spatial_box_rationale=True))
+
+
+def test_the_tokenizer_corpus_reads_the_rationales_a_recipe_writes():
+    def says(text: str, **rationales) -> bool:
+        return any(text in t for t in world_text_corpus(300, **rationales))
+
+    assert not says(", the first is") and not says("is further left, so")
+    assert says(", the first is", box_rationales=True) and says("is further left, so", rationales=True)
 
 
 def test_color_box_rationale_puts_the_objects_box_before_the_colour():

@@ -23,6 +23,7 @@ from polymodal.data.worlds.shapes_qa import (
     SIDE_MARGIN,
     compare_questions,
     final_answer,
+    format_box,
     reasoned_answer,
     side_questions,
 )
@@ -131,8 +132,12 @@ def test_question_answers_agree_with_the_scene_graph():
                 how = "further left" if word in ("left", "right") else "higher"
                 assert q.rationale == f"of the {first} and the {second}, the {winner} is {how}"
                 assert (winner == first) == (q.answer == "yes")  # the last step: is it the first named?
+                leader = "first" if winner == x else "second"  # by boxes: in the question's order, no names
+                assert (
+                    q.box_rationale == f"{format_box(a.bbox)} and {format_box(b.bbox)}, the {leader} is {how}"
+                )
             else:
-                assert q.rationale == ""  # only spatial answers come with a rationale
+                assert q.rationale == q.box_rationale == ""  # only spatial answers come with a rationale
     assert kinds == {"count", "color", "shape", "exists", "spatial"}
 
 
@@ -143,6 +148,11 @@ def test_a_reasoned_answer_gives_its_rationale_first_and_final_answer_takes_it_o
     assert final_answer(reasoned_answer(spatial)) == "no"
     plain = QA("what color is the star?", "blue", "color")
     assert reasoned_answer(plain) == "blue" and final_answer("blue") == "blue"
+    by_boxes = "[0.50,0.10,0.70,0.30] and [0.05,0.60,0.25,0.80], the second is further left"
+    spatial = QA(spatial.question, "no", "spatial", rationale=why, box_rationale=by_boxes)
+    assert reasoned_answer(spatial, boxes=True) == by_boxes + ", so no"
+    assert final_answer(reasoned_answer(spatial, boxes=True)) == "no"
+    assert reasoned_answer(plain, boxes=True) == "blue"
 
 
 def test_side_questions_name_one_object_clearly_in_one_half_and_stay_out_of_the_eval_questions():

@@ -35,7 +35,9 @@ def test_vqa_scores_the_answer_after_a_rationale(make_assistant, monkeypatch):
     import polymodal.eval.assistant_tasks as tasks
 
     def scores(reply):
-        monkeypatch.setattr(tasks, "ask_many", lambda pipe, images, prompts, max_tokens: [reply] * len(prompts))
+        monkeypatch.setattr(
+            tasks, "ask_many", lambda pipe, images, prompts, max_tokens: [reply] * len(prompts)
+        )
         return run_task(make_assistant("linear"), "shapes-vqa", n=40)["metrics"]
 
     plain = scores("yes")

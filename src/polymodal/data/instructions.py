@@ -21,6 +21,7 @@ from polymodal.data.worlds.shapes_qa import (
     QA_KINDS,
     RATIONALE_JOIN,
     TRAINING_ONLY_QUESTIONS,
+    format_box,
     reasoned_answer,
 )
 from polymodal.data.worlds.shapes_scene import NUMBER_WORDS
@@ -32,11 +33,6 @@ GROUND_PROMPTS = ("where is {}?", "give the bounding box of {}.")
 EXISTS_SUFFIXES = ("", " in the image")
 INSTRUCTION_KINDS = ("caption_short", "caption_detailed", "vqa", "grounding", "conversation")
 MULTI_QUESTION_KINDS = ("vqa", "grounding")  # kinds that may ask several questions about one image
-
-
-def format_box(box: tuple[float, float, float, float]) -> str:
-    """A normalised box as the text the assistant writes: ``[0.12,0.30,0.45,0.61]``."""
-    return "[" + ",".join(f"{min(max(v, 0.0), 1.0):.2f}" for v in box) + "]"
 
 
 def left_to_right(scene: Scene):
@@ -112,6 +108,7 @@ class Asking:
     question_mix: QuestionMix | None = None  # draws VQA questions by kind (None: uniformly over the scene's)
     rationales: bool = False  # answers that have one (spatial) say what decides them first (reasoned_answer)
     color_boxes: bool = False  # colour answers give the object's box first: "[0.41,0.10,0.62,0.33], so red"
+    spatial_boxes: bool = False  # spatial answers give their rationale by boxes (QA.box_rationale)
 
 
 def _single(scene: Scene, kind: str, rng: np.random.Generator, asking: Asking = Asking()) -> tuple[str, str]:
@@ -139,7 +136,9 @@ def _vqa_answer(scene: Scene, qa: QA, asking: Asking) -> str:
     if asking.color_boxes and qa.kind == "color":
         (obj,) = [o for o in scene.objects if (o.cx, o.cy) == qa.points[0]]
         return f"{format_box(obj.bbox)}{RATIONALE_JOIN}{qa.answer}"
-    return reasoned_answer(qa) if asking.rationales else qa.answer
+    if asking.rationales or asking.spatial_boxes:
+        return reasoned_answer(qa, boxes=asking.spatial_boxes)
+    return qa.answer
 
 
 def _distinct(
@@ -222,6 +221,10 @@ class InstructionDataConfig:
     # or higher comes from the image; the name order and yes/no follow from the text: shapes_qa._spatial_qa)
     color_box_rationale: bool = False  # answer colour questions with the object's box first
     # ("[0.41,0.10,0.62,0.33], so red"): find the object as grounding does, then read the colour there
+    spatial_box_rationale: bool = False  # answer spatial questions with the two objects' boxes first,
+    # in the question's order, instead of their names: "[0.05,0.40,0.25,0.60] and [0.55,0.10,0.80,0.35],
+    # the first is further left, so yes" (an unseen colour/shape pair is found as grounding finds it, and
+    # never has to be written); instead of spatial_rationale
 
     def validate(self) -> None:
         if self.vqa_kinds is not None:
@@ -233,6 +236,11 @@ class InstructionDataConfig:
         if self.questions_per_image < 1:
             raise ConfigError(
                 f"InstructionDataConfig.questions_per_image must be >= 1, got {self.questions_per_image}"
+            )
+        if self.spatial_rationale and self.spatial_box_rationale:
+            raise ConfigError(
+                "InstructionDataConfig: spatial_rationale and spatial_box_rationale are two ways to answer"
+                " the same questions; set one"
             )
         _check_weights("mix", self.mix, INSTRUCTION_KINDS)
 
@@ -280,14 +288,23 @@ class InstructionSamples:
             rng,
             questions_per_image=config.questions_per_image,
             image_after=image_after,
-            asking=Asking(phrasing, self.question_mix, config.spatial_rationale, config.color_box_rationale),
+            asking=Asking(
+                phrasing,
+                self.question_mix,
+                config.spatial_rationale,
+                config.color_box_rationale,
+                config.spatial_box_rationale,
+            ),
         )
         return self.world.render(scene), messages
 
 
-def world_text_corpus(n: int, seed: int = 0, rationales: bool = False) -> list[str]:
+def world_text_corpus(
+    n: int, seed: int = 0, rationales: bool = False, box_rationales: bool = False
+) -> list[str]:
     """About ``n`` texts of the assistant's language: every kind of prompt and answer (no images), for
-    training its tokenizer (``rationales``: spatial answers with their rationale, see ``Asking``)."""
+    training its tokenizer (``rationales``, ``box_rationales``: spatial answers with their rationale by
+    names or by boxes, see ``Asking``)."""
     world = ShapesWorld(seed=seed, split="train", max_objects=4)
     rng = np.random.default_rng([seed, 11])
     texts: list[str] = []
@@ -295,7 +312,9 @@ def world_text_corpus(n: int, seed: int = 0, rationales: bool = False) -> list[s
     while len(texts) < n:
         scene = world.scene(i)
         for kind in INSTRUCTION_KINDS[:-1]:
-            for message in conversation(scene, kind, rng, asking=Asking(rationales=rationales)):
+            for message in conversation(
+                scene, kind, rng, asking=Asking(rationales=rationales, spatial_boxes=box_rationales)
+            ):
                 texts.append(message["content"].replace(IMAGE_TOKEN, "").strip())
         i += 1
     return texts[:n]

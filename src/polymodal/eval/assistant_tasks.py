@@ -13,6 +13,7 @@ import numpy as np
 
 BATCH = 32
 DEFAULT_N = 500
+REASONED_REPLY_TOKENS = 64  # room for a rationale before the answer (two boxes and a comparison: ~45)
 
 
 def _require_assistant(pipeline) -> None:
@@ -99,7 +100,10 @@ def shapes_vqa(pipeline, n: int | None = None, seed: int = 0) -> tuple[int, dict
         _require_assistant(pipeline)
 
         def reply(images: list, questions: list[str]) -> list[str]:  # the short answer after any rationale
-            return [final_answer(r) for r in ask_many(pipeline, images, questions, max_tokens=24)]
+            return [
+                final_answer(r)
+                for r in ask_many(pipeline, images, questions, max_tokens=REASONED_REPLY_TOKENS)
+            ]
 
     count = n or DEFAULT_N
     metrics: dict[str, Any] = {}

@@ -34,7 +34,9 @@ class LoraRecipe:
     # LoRA+ (Hayou et al., 2024): the B matrices learn at this multiple of the stage's lr (paper: 16)
     b_lr_ratio: float = 1.0
     use_dora: bool = False  # DoRA (Liu et al., 2024): a trained magnitude per output beside LoRA's direction
-    init: str = "default"  # default (B = 0) | gaussian | pissa (the base weights' top singular vectors) | olora
+    init: str = (
+        "default"  # default (B = 0) | gaussian | pissa (the base weights' top singular vectors) | olora
+    )
 
     def validate(self) -> None:
         if not self.b_lr_ratio > 0:
@@ -148,8 +150,15 @@ def build_assistant_tokenizer(recipe: AssistantRecipe, context_length: int):
     if recipe.media == "audio":
         texts = audio_text_corpus(recipe.tokenizer_corpus_size)
     else:  # the words of spatial rationales too, when a stage writes them
-        rationales = any(stage.data.get("spatial_rationale") for stage in recipe.stages.values())
-        texts = world_text_corpus(recipe.tokenizer_corpus_size, rationales=rationales)
+
+        def anywhere(option: str) -> bool:
+            return any(stage.data.get(option) for stage in recipe.stages.values())
+
+        texts = world_text_corpus(
+            recipe.tokenizer_corpus_size,
+            rationales=anywhere("spatial_rationale"),
+            box_rationales=anywhere("spatial_box_rationale"),
+        )
     tokenizer = TextTokenizer.train_bpe(
         texts, vocab_size=recipe.tokenizer_vocab_size, context_length=context_length
     )

@@ -50,14 +50,25 @@ class QA:
     points: tuple[tuple[float, float], ...] = ()  # centres (x, y) of the objects it names, in order
     rationale: str = ""  # spatial: what decides the answer, e.g. "of the red circle and the blue star, the
     # red circle is further left" (see _spatial_qa)
+    box_rationale: str = ""  # spatial: the same decided from the two objects' boxes, in the question's
+    # order, instead of their names: "[0.05,0.40,0.25,0.60] and [0.55,0.10,0.80,0.35], the first is further left"
 
 
-RATIONALE_JOIN = ", so "  # "..., the red circle is further left, so yes": a reasoned answer's last part answers
+RATIONALE_JOIN = (
+    ", so "  # "..., the red circle is further left, so yes": a reasoned answer's last part answers
+)
 
 
-def reasoned_answer(qa: QA) -> str:
-    """The answer with its rationale first, when it has one: "..., the red circle is further left, so no"."""
-    return f"{qa.rationale}{RATIONALE_JOIN}{qa.answer}" if qa.rationale else qa.answer
+def reasoned_answer(qa: QA, boxes: bool = False) -> str:
+    """The answer with its rationale first, when it has one: "..., the red circle is further left, so no"
+    (``boxes``: the rationale that points at the objects by their boxes, ``QA.box_rationale``)."""
+    why = qa.box_rationale if boxes else qa.rationale
+    return f"{why}{RATIONALE_JOIN}{qa.answer}" if why else qa.answer
+
+
+def format_box(box: Box) -> str:
+    """A normalised box as the text the assistant writes: ``[0.12,0.30,0.45,0.61]``."""
+    return "[" + ",".join(f"{min(max(v, 0.0), 1.0):.2f}" for v in box) + "]"
 
 
 def final_answer(reply: str) -> str:
@@ -128,26 +139,36 @@ def _winner(da: tuple, rel: str, db: tuple) -> tuple[str, str]:
     return winner, "further left" if rel in ("left", "right") else "higher"
 
 
-def _spatial_qa(x: tuple, rel: str, y: tuple, decided: str, answer: str, points) -> QA:
-    """"is X rel Y?" with its rationale in three steps that each depend on one thing at a time: the two
+def _spatial_qa(x: tuple, rel: str, y: tuple, decided: str, answer: str, objects) -> QA:
+    """ "is X rel Y?" with its rationale in three steps that each depend on one thing at a time: the two
     names put in the order the relation favours ("of Y and X" for "is X right of Y?"), which of them is
     further left or higher (``decided``, read from the image), and yes if that is the first of the two (so
-    yes/no never depends on the relation word and the names jointly)."""
+    yes/no never depends on the relation word and the names jointly).
+
+    Its box rationale never writes a name (a colour/shape pair the LM never read is hard to write): the
+    boxes of X and Y as grounding writes them, which of the two is further left or higher (their first
+    or second numbers compare as their centres do, since a relation needs centres apart by more than
+    RELATION_MARGIN), then yes/no from that and the relation word."""
     first, second = (x, y) if rel in ("left", "above") else (y, x)
     why = f"of {_the(first)} and {_the(second)}, {decided}"
-    return QA(f"is {_the(x)} {RELATION_WORDS[rel]} {_the(y)}?", answer, "spatial", points, why)
+    a, b = objects
+    axis = 0 if rel in ("left", "right") else 1
+    leader = "first" if a.bbox[axis] < b.bbox[axis] else "second"
+    how = "further left" if axis == 0 else "higher"
+    by_boxes = f"{format_box(a.bbox)} and {format_box(b.bbox)}, the {leader} is {how}"
+    points = (_centre(a), _centre(b))
+    return QA(f"is {_the(x)} {RELATION_WORDS[rel]} {_the(y)}?", answer, "spatial", points, why, by_boxes)
 
 
 def _spatial_questions(scene: Scene, rng: np.random.Generator) -> list[QA]:
     qs = []
     for a, da, rel, b, db in relation_pairs(scene):
-        ab, ba = (_centre(a), _centre(b)), (_centre(b), _centre(a))
         decided = "{} is {}".format(*_winner(da, rel, db))  # "the red circle is further left"
-        qs.append(_spatial_qa(da, rel, db, decided, "yes", ab))
+        qs.append(_spatial_qa(da, rel, db, decided, "yes", (a, b)))
         if rng.integers(2):  # a "no" for every "yes", phrased either by swapping objects or the relation
-            qs.append(_spatial_qa(db, rel, da, decided, "no", ba))
+            qs.append(_spatial_qa(db, rel, da, decided, "no", (b, a)))
         else:
-            qs.append(_spatial_qa(da, OPPOSITE[rel], db, decided, "no", ab))
+            qs.append(_spatial_qa(da, OPPOSITE[rel], db, decided, "no", (a, b)))
     return qs
 
 
