@@ -51,7 +51,8 @@ class QA:
     rationale: str = ""  # spatial: what decides the answer, e.g. "of the red circle and the blue star, the
     # red circle is further left" (see _spatial_qa)
     box_rationale: str = ""  # spatial: the same decided from the two objects' boxes, in the question's
-    # order, instead of their names: "[0.05,0.40,0.25,0.60] and [0.55,0.10,0.80,0.35], the first is further left"
+    # order, instead of their names: "[0.05,0.40,0.25,0.60] and [0.55,0.10,0.80,0.35], the one further left
+    # is the first" (so yes exactly when it is the first)
 
 
 RATIONALE_JOIN = (
@@ -139,6 +140,17 @@ def _winner(da: tuple, rel: str, db: tuple) -> tuple[str, str]:
     return winner, "further left" if rel in ("left", "right") else "higher"
 
 
+FURTHER = {"left": "further left", "right": "further right", "above": "further up", "below": "further down"}
+
+
+def _further(a: Box, rel: str, b: Box) -> bool:
+    """Whether box ``a`` is further than ``b`` the way ``rel`` points (left: smaller x0; below: larger y1)."""
+    axis = 0 if rel in ("left", "right") else 1
+    if rel in ("left", "above"):
+        return a[axis] < b[axis]
+    return a[axis + 2] > b[axis + 2]  # x1 / y1
+
+
 def _spatial_qa(x: tuple, rel: str, y: tuple, decided: str, answer: str, objects) -> QA:
     """ "is X rel Y?" with its rationale in three steps that each depend on one thing at a time: the two
     names put in the order the relation favours ("of Y and X" for "is X right of Y?"), which of them is
@@ -146,16 +158,14 @@ def _spatial_qa(x: tuple, rel: str, y: tuple, decided: str, answer: str, objects
     yes/no never depends on the relation word and the names jointly).
 
     Its box rationale never writes a name (a colour/shape pair the LM never read is hard to write): the
-    boxes of X and Y as grounding writes them, which of the two is further left or higher (their first
-    or second numbers compare as their centres do, since a relation needs centres apart by more than
-    RELATION_MARGIN), then yes/no from that and the relation word."""
+    boxes of X and Y as grounding writes them, then which of the two is further the way the question asks
+    ("the one further right is the first"; box edges compare as the centres do, since a relation needs
+    centres apart by more than RELATION_MARGIN), so yes exactly when that is the first."""
     first, second = (x, y) if rel in ("left", "above") else (y, x)
     why = f"of {_the(first)} and {_the(second)}, {decided}"
     a, b = objects
-    axis = 0 if rel in ("left", "right") else 1
-    leader = "first" if a.bbox[axis] < b.bbox[axis] else "second"
-    how = "further left" if axis == 0 else "higher"
-    by_boxes = f"{format_box(a.bbox)} and {format_box(b.bbox)}, the {leader} is {how}"
+    leader = "first" if _further(a.bbox, rel, b.bbox) else "second"
+    by_boxes = f"{format_box(a.bbox)} and {format_box(b.bbox)}, the one {FURTHER[rel]} is the {leader}"
     points = (_centre(a), _centre(b))
     return QA(f"is {_the(x)} {RELATION_WORDS[rel]} {_the(y)}?", answer, "spatial", points, why, by_boxes)
 
