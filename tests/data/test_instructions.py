@@ -122,8 +122,8 @@ def test_spatial_box_rationale_points_at_both_objects_by_their_boxes_instead_of_
         assert before in ("yes", "no") and after.endswith(", so " + before)
         boxes = re.findall(r"\[[0-9.,]+\]", after)
         assert len(boxes) == 2 and set(boxes) <= {format_box(o.bbox) for o in scene.objects}
-        m = re.fullmatch(r"\[[0-9.,]+\] and \[[0-9.,]+\], the one further (left|right|up|down) is the (first|second), so (yes|no)", after)  # fmt: skip
-        assert m and (m[2] == "first") == (m[3] == "yes")  # yes/no follows the leader alone
+        m = re.fullmatch(r"\[[0-9.,]+\] and \[[0-9.,]+\], the (first|second) is (further left|higher), so (yes|no)", after)  # fmt: skip
+        assert m and (m[1] == "first") == (m[3] == "yes")  # yes/no follows the leader alone
     assert len(pairs) > 20
     with pytest.raises(ConfigError, match="spatial_rationale and spatial_box_rationale"):
         InstructionSamples(InstructionDataConfig(spatial_rationale=True, spatial_box_rationale=True))
@@ -133,8 +133,8 @@ def test_the_tokenizer_corpus_reads_the_rationales_a_recipe_writes():
     def says(text: str, **rationales) -> bool:
         return any(text in t for t in world_text_corpus(300, **rationales))
 
-    assert not says(" is the first, so") and not says("is further left, so")
-    assert says(" is the first, so", box_rationales=True) and says("is further left, so", rationales=True)
+    assert not says(", the first is") and not says("is further left, so")
+    assert says(", the first is", box_rationales=True) and says("is further left, so", rationales=True)
 
 
 def test_color_box_rationale_puts_the_objects_box_before_the_colour():

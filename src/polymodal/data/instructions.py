@@ -221,10 +221,9 @@ class InstructionDataConfig:
     # or higher comes from the image; the name order and yes/no follow from the text: shapes_qa._spatial_qa)
     color_box_rationale: bool = False  # answer colour questions with the object's box first
     # ("[0.41,0.10,0.62,0.33], so red"): find the object as grounding does, then read the colour there
-    spatial_box_rationale: bool = False  # answer spatial questions with the two objects' boxes first,
-    # in the question's order, instead of their names: "[0.05,0.40,0.25,0.60] and [0.55,0.10,0.80,0.35],
-    # the one further left is the first, so yes" (an unseen colour/shape pair is found as grounding finds it, and
-    # never has to be written); instead of spatial_rationale
+    spatial_box_rationale: bool = False  # spatial_rationale's steps with the two objects' boxes in place
+    # of their names: "[0.05,0.40,0.25,0.60] and [0.55,0.10,0.80,0.35], the first is further left, so yes"
+    # (an unseen colour/shape pair is found as grounding finds it, and never has to be written)
 
     def validate(self) -> None:
         if self.vqa_kinds is not None:

@@ -50,9 +50,8 @@ class QA:
     points: tuple[tuple[float, float], ...] = ()  # centres (x, y) of the objects it names, in order
     rationale: str = ""  # spatial: what decides the answer, e.g. "of the red circle and the blue star, the
     # red circle is further left" (see _spatial_qa)
-    box_rationale: str = ""  # spatial: the same decided from the two objects' boxes, in the question's
-    # order, instead of their names: "[0.05,0.40,0.25,0.60] and [0.55,0.10,0.80,0.35], the one further left
-    # is the first" (so yes exactly when it is the first)
+    box_rationale: str = ""  # spatial: the same with the two objects' boxes instead of their names:
+    # "[0.05,0.40,0.25,0.60] and [0.55,0.10,0.80,0.35], the first is further left"
 
 
 RATIONALE_JOIN = (
@@ -140,32 +139,25 @@ def _winner(da: tuple, rel: str, db: tuple) -> tuple[str, str]:
     return winner, "further left" if rel in ("left", "right") else "higher"
 
 
-FURTHER = {"left": "further left", "right": "further right", "above": "further up", "below": "further down"}
-
-
-def _further(a: Box, rel: str, b: Box) -> bool:
-    """Whether box ``a`` is further than ``b`` the way ``rel`` points (left: smaller x0; below: larger y1)."""
-    axis = 0 if rel in ("left", "right") else 1
-    if rel in ("left", "above"):
-        return a[axis] < b[axis]
-    return a[axis + 2] > b[axis + 2]  # x1 / y1
-
-
 def _spatial_qa(x: tuple, rel: str, y: tuple, decided: str, answer: str, objects) -> QA:
     """ "is X rel Y?" with its rationale in three steps that each depend on one thing at a time: the two
     names put in the order the relation favours ("of Y and X" for "is X right of Y?"), which of them is
     further left or higher (``decided``, read from the image), and yes if that is the first of the two (so
     yes/no never depends on the relation word and the names jointly).
 
-    Its box rationale never writes a name (a colour/shape pair the LM never read is hard to write): the
-    boxes of X and Y as grounding writes them, then which of the two is further the way the question asks
-    ("the one further right is the first"; box edges compare as the centres do, since a relation needs
-    centres apart by more than RELATION_MARGIN), so yes exactly when that is the first."""
+    Its box rationale takes the same three steps without writing a name (a colour/shape pair the LM never
+    read is hard to write): the two objects' boxes as grounding writes them, in the order the relation
+    favours, which of them is further left or higher (their first or second numbers compare as their
+    centres do, since a relation needs centres apart by more than RELATION_MARGIN), and yes if that is the
+    first box."""
     first, second = (x, y) if rel in ("left", "above") else (y, x)
     why = f"of {_the(first)} and {_the(second)}, {decided}"
     a, b = objects
-    leader = "first" if _further(a.bbox, rel, b.bbox) else "second"
-    by_boxes = f"{format_box(a.bbox)} and {format_box(b.bbox)}, the one {FURTHER[rel]} is the {leader}"
+    boxes = (a.bbox, b.bbox) if rel in ("left", "above") else (b.bbox, a.bbox)  # as the names above
+    axis = 0 if rel in ("left", "right") else 1
+    leader = "first" if boxes[0][axis] < boxes[1][axis] else "second"
+    how = "further left" if axis == 0 else "higher"
+    by_boxes = f"{format_box(boxes[0])} and {format_box(boxes[1])}, the {leader} is {how}"
     points = (_centre(a), _centre(b))
     return QA(f"is {_the(x)} {RELATION_WORDS[rel]} {_the(y)}?", answer, "spatial", points, why, by_boxes)
 
