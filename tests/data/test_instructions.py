@@ -96,7 +96,7 @@ def test_vqa_kinds_weights_the_question_kinds_and_can_add_side_questions():
 def _changed_answers(option: str):
     """(answer without, answer with ``option``, scene) for each turn of 40 VQA samples that the option changes."""
     config = InstructionDataConfig(
-        mix={"vqa": 1.0}, vqa_kinds={"spatial": 1.0, "color": 1.0}, questions_per_image=3
+        mix={"vqa": 1.0}, vqa_kinds={"spatial": 1.0, "color": 1.0, "shape": 1.0}, questions_per_image=3
     )
     plain = InstructionSamples(config)
     changed = InstructionSamples(InstructionDataConfig(**{**vars(config), option: True}))
@@ -122,8 +122,8 @@ def test_spatial_box_rationale_points_at_both_objects_by_their_boxes_instead_of_
         assert before in ("yes", "no") and after.endswith(", so " + before)
         boxes = re.findall(r"\[[0-9.,]+\]", after)
         assert len(boxes) == 2 and set(boxes) <= {format_box(o.bbox) for o in scene.objects}
-        m = re.fullmatch(r"\[[0-9.,]+\] and \[[0-9.,]+\], the (first|second) is (further left|higher), so (yes|no)", after)  # fmt: skip
-        assert m and (m[1] == "first") == (m[3] == "yes")  # yes/no follows the leader alone
+        m = re.fullmatch(r"\[[0-9.,]+\] and \[[0-9.,]+\], yes if the (first|second) is (further left|higher): the (first|second) is, so (yes|no)", after)  # fmt: skip
+        assert m and (m[1] == m[3]) == (m[4] == "yes")  # yes when the wanted and the seen leader agree
     assert len(pairs) > 20
     with pytest.raises(ConfigError, match="spatial_rationale and spatial_box_rationale"):
         InstructionSamples(InstructionDataConfig(spatial_rationale=True, spatial_box_rationale=True))
@@ -133,15 +133,16 @@ def test_the_tokenizer_corpus_reads_the_rationales_a_recipe_writes():
     def says(text: str, **rationales) -> bool:
         return any(text in t for t in world_text_corpus(300, **rationales))
 
-    assert not says(", the first is") and not says("is further left, so")
-    assert says(", the first is", box_rationales=True) and says("is further left, so", rationales=True)
+    assert not says(": the first is") and not says("is further left, so")
+    assert says(": the first is", box_rationales=True) and says("is further left, so", rationales=True)
 
 
-def test_color_box_rationale_puts_the_objects_box_before_the_colour():
-    pairs = list(_changed_answers("color_box_rationale"))
+@pytest.mark.parametrize("attribute", ["color", "shape"])
+def test_attribute_box_rationale_puts_the_objects_box_before_its_attribute(attribute: str):
+    pairs = list(_changed_answers(f"{attribute}_box_rationale"))
     for before, after, scene in pairs:
-        box, colour = after.split(", so ")
-        assert colour == before and (box, colour) in {(format_box(o.bbox), o.color) for o in scene.objects}
+        box, value = after.split(", so ")
+        assert value == before and (box, value) in {(format_box(o.bbox), getattr(o, attribute)) for o in scene.objects}  # fmt: skip
     assert len(pairs) > 10
 
 

@@ -132,9 +132,10 @@ def test_question_answers_agree_with_the_scene_graph():
                 how = "further left" if word in ("left", "right") else "higher"
                 assert q.rationale == f"of the {first} and the {second}, the {winner} is {how}"
                 assert (winner == first) == (q.answer == "yes")  # the last step: is it the first named?
-                box_of = {x: format_box(a.bbox), y: format_box(b.bbox)}  # by boxes: the same steps
-                said = f"{box_of[first]} and {box_of[second]}, the {'first' if winner == first else 'second'} is {how}"  # fmt: skip
-                assert q.box_rationale == said
+                wanted = "first" if word in ("left", "above") else "second"  # by boxes, in question order
+                leader = "first" if winner == x else "second"
+                said = f"{format_box(a.bbox)} and {format_box(b.bbox)}, yes if the {wanted} is {how}: the {leader} is"  # fmt: skip
+                assert q.box_rationale == said and (wanted == leader) == (q.answer == "yes")
             else:
                 assert q.rationale == q.box_rationale == ""  # only spatial answers come with a rationale
     assert kinds == {"count", "color", "shape", "exists", "spatial"}
@@ -147,7 +148,9 @@ def test_a_reasoned_answer_gives_its_rationale_first_and_final_answer_takes_it_o
     assert final_answer(reasoned_answer(spatial)) == "no"
     plain = QA("what color is the star?", "blue", "color")
     assert reasoned_answer(plain) == "blue" and final_answer("blue") == "blue"
-    by_boxes = "[0.50,0.10,0.70,0.30] and [0.05,0.60,0.25,0.80], the second is further left"
+    by_boxes = (
+        "[0.50,0.10,0.70,0.30] and [0.05,0.60,0.25,0.80], yes if the first is further left: the second is"
+    )
     spatial = QA(spatial.question, "no", "spatial", rationale=why, box_rationale=by_boxes)
     assert reasoned_answer(spatial, boxes=True) == by_boxes + ", so no"
     assert final_answer(reasoned_answer(spatial, boxes=True)) == "no"

@@ -109,6 +109,7 @@ class Asking:
     rationales: bool = False  # answers that have one (spatial) say what decides them first (reasoned_answer)
     color_boxes: bool = False  # colour answers give the object's box first: "[0.41,0.10,0.62,0.33], so red"
     spatial_boxes: bool = False  # spatial answers give their rationale by boxes (QA.box_rationale)
+    shape_boxes: bool = False  # shape answers give the object's box first: "[0.41,0.10,0.62,0.33], so star"
 
 
 def _single(scene: Scene, kind: str, rng: np.random.Generator, asking: Asking = Asking()) -> tuple[str, str]:
@@ -131,9 +132,9 @@ def _single(scene: Scene, kind: str, rng: np.random.Generator, asking: Asking = 
 
 
 def _vqa_answer(scene: Scene, qa: QA, asking: Asking) -> str:
-    """The answer to ``qa`` as ``asking`` says: with its rationale first, or a colour after the box of the
-    object asked about (located first, as grounding does; its colour is then read at that place)."""
-    if asking.color_boxes and qa.kind == "color":
+    """The answer to ``qa`` as ``asking`` says: with its rationale first, or a colour or shape after the box
+    of the object asked about (located first, as grounding does; its attribute is then read at that place)."""
+    if (asking.color_boxes and qa.kind == "color") or (asking.shape_boxes and qa.kind == "shape"):
         (obj,) = [o for o in scene.objects if (o.cx, o.cy) == qa.points[0]]
         return f"{format_box(obj.bbox)}{RATIONALE_JOIN}{qa.answer}"
     if asking.rationales or asking.spatial_boxes:
@@ -221,9 +222,11 @@ class InstructionDataConfig:
     # or higher comes from the image; the name order and yes/no follow from the text: shapes_qa._spatial_qa)
     color_box_rationale: bool = False  # answer colour questions with the object's box first
     # ("[0.41,0.10,0.62,0.33], so red"): find the object as grounding does, then read the colour there
-    spatial_box_rationale: bool = False  # spatial_rationale's steps with the two objects' boxes in place
-    # of their names: "[0.05,0.40,0.25,0.60] and [0.55,0.10,0.80,0.35], the first is further left, so yes"
-    # (an unseen colour/shape pair is found as grounding finds it, and never has to be written)
+    shape_box_rationale: bool = False  # answer shape questions with the object's box first, as colour ones
+    spatial_box_rationale: bool = False  # answer spatial questions by the two objects' boxes instead of
+    # their names: "[0.05,0.40,0.25,0.60] and [0.55,0.10,0.80,0.35], yes if the second is further left: the
+    # first is, so no" (an unseen colour/shape pair is found as grounding finds it and never has to be
+    # written; the wanted and the seen order are written apart, so yes/no only checks that they agree)
 
     def validate(self) -> None:
         if self.vqa_kinds is not None:
@@ -293,6 +296,7 @@ class InstructionSamples:
                 config.spatial_rationale,
                 config.color_box_rationale,
                 config.spatial_box_rationale,
+                config.shape_box_rationale,
             ),
         )
         return self.world.render(scene), messages

@@ -50,8 +50,8 @@ class QA:
     points: tuple[tuple[float, float], ...] = ()  # centres (x, y) of the objects it names, in order
     rationale: str = ""  # spatial: what decides the answer, e.g. "of the red circle and the blue star, the
     # red circle is further left" (see _spatial_qa)
-    box_rationale: str = ""  # spatial: the same with the two objects' boxes instead of their names:
-    # "[0.05,0.40,0.25,0.60] and [0.55,0.10,0.80,0.35], the first is further left"
+    box_rationale: str = ""  # spatial: the same by the two objects' boxes instead of their names:
+    # "[0.05,0.40,0.25,0.60] and [0.55,0.10,0.80,0.35], yes if the second is further left: the first is"
 
 
 RATIONALE_JOIN = (
@@ -145,19 +145,19 @@ def _spatial_qa(x: tuple, rel: str, y: tuple, decided: str, answer: str, objects
     further left or higher (``decided``, read from the image), and yes if that is the first of the two (so
     yes/no never depends on the relation word and the names jointly).
 
-    Its box rationale takes the same three steps without writing a name (a colour/shape pair the LM never
-    read is hard to write): the two objects' boxes as grounding writes them, in the order the relation
-    favours, which of them is further left or higher (their first or second numbers compare as their
-    centres do, since a relation needs centres apart by more than RELATION_MARGIN), and yes if that is the
-    first box."""
+    Its box rationale points at the objects by their boxes instead (a colour/shape pair the LM never read
+    is hard to write), in four steps that again each depend on one thing: the two boxes in the question's
+    order (each found as grounding finds it), which of them the relation wants further left or higher (from
+    the relation word alone), which of them is (their first or second numbers compare as their centres do,
+    since a relation needs centres apart by more than RELATION_MARGIN), and yes if the two agree."""
     first, second = (x, y) if rel in ("left", "above") else (y, x)
     why = f"of {_the(first)} and {_the(second)}, {decided}"
     a, b = objects
-    boxes = (a.bbox, b.bbox) if rel in ("left", "above") else (b.bbox, a.bbox)  # as the names above
     axis = 0 if rel in ("left", "right") else 1
-    leader = "first" if boxes[0][axis] < boxes[1][axis] else "second"
+    wanted = "first" if rel in ("left", "above") else "second"
+    leader = "first" if a.bbox[axis] < b.bbox[axis] else "second"
     how = "further left" if axis == 0 else "higher"
-    by_boxes = f"{format_box(boxes[0])} and {format_box(boxes[1])}, the {leader} is {how}"
+    by_boxes = f"{format_box(a.bbox)} and {format_box(b.bbox)}, yes if the {wanted} is {how}: the {leader} is"
     points = (_centre(a), _centre(b))
     return QA(f"is {_the(x)} {RELATION_WORDS[rel]} {_the(y)}?", answer, "spatial", points, why, by_boxes)
 
