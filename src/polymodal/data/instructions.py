@@ -293,10 +293,10 @@ class InstructionSamples:
             asking=Asking(
                 phrasing,
                 self.question_mix,
-                config.spatial_rationale,
-                config.color_box_rationale,
-                config.spatial_box_rationale,
-                config.shape_box_rationale,
+                rationales=config.spatial_rationale,
+                color_boxes=config.color_box_rationale,
+                spatial_boxes=config.spatial_box_rationale,
+                shape_boxes=config.shape_box_rationale,
             ),
         )
         return self.world.render(scene), messages

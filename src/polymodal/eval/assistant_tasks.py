@@ -13,7 +13,7 @@ import numpy as np
 
 BATCH = 32
 DEFAULT_N = 500
-REASONED_REPLY_TOKENS = 64  # room for a rationale before the answer (two boxes and a comparison: ~45)
+REASONED_REPLY_TOKENS = 64  # room for a rationale before the answer (two boxes and a comparison: up to ~55)
 
 
 def _require_assistant(pipeline) -> None:

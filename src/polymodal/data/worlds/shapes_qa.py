@@ -150,11 +150,12 @@ def _spatial_qa(x: tuple, rel: str, y: tuple, decided: str, answer: str, objects
     order (each found as grounding finds it), which of them the relation wants further left or higher (from
     the relation word alone), which of them is (their first or second numbers compare as their centres do,
     since a relation needs centres apart by more than RELATION_MARGIN), and yes if the two agree."""
-    first, second = (x, y) if rel in ("left", "above") else (y, x)
+    x_favoured = rel in ("left", "above")  # the relation wants X further left or higher
+    first, second = (x, y) if x_favoured else (y, x)
     why = f"of {_the(first)} and {_the(second)}, {decided}"
     a, b = objects
     axis = 0 if rel in ("left", "right") else 1
-    wanted = "first" if rel in ("left", "above") else "second"
+    wanted = "first" if x_favoured else "second"
     leader = "first" if a.bbox[axis] < b.bbox[axis] else "second"
     how = "further left" if axis == 0 else "higher"
     by_boxes = f"{format_box(a.bbox)} and {format_box(b.bbox)}, yes if the {wanted} is {how}: the {leader} is"
