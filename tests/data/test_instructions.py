@@ -129,12 +129,24 @@ def test_spatial_box_rationale_points_at_both_objects_by_their_boxes_instead_of_
         InstructionSamples(InstructionDataConfig(spatial_rationale=True, spatial_box_rationale=True))
 
 
+def test_spatial_order_rationale_names_the_deciding_object_by_its_place():
+    pairs = list(_changed_answers("spatial_order_rationale"))
+    for before, after, _ in pairs:
+        assert before in ("yes", "no") and after.endswith(", so " + before)
+        m = re.fullmatch(r"of the [a-z ]+ and the [a-z ]+, the (first|second) is (further left|higher), so (yes|no)", after)  # fmt: skip
+        assert m and (m[1] == "first") == (m[3] == "yes")  # yes/no follows from one word
+    assert len(pairs) > 20
+    with pytest.raises(ConfigError, match="spatial_rationale and spatial_order_rationale"):
+        InstructionSamples(InstructionDataConfig(spatial_rationale=True, spatial_order_rationale=True))
+
+
 def test_the_tokenizer_corpus_reads_the_rationales_a_recipe_writes():
     def says(text: str, **rationales) -> bool:
         return any(text in t for t in world_text_corpus(300, **rationales))
 
     assert not says(": the first is") and not says("is further left, so")
     assert says(": the first is", box_rationales=True) and says("is further left, so", rationales=True)
+    assert says(", the second is", order_rationales=True) and not says(", the second is", rationales=True)
 
 
 @pytest.mark.parametrize("attribute", ["color", "shape"])

@@ -132,12 +132,14 @@ def test_question_answers_agree_with_the_scene_graph():
                 how = "further left" if word in ("left", "right") else "higher"
                 assert q.rationale == f"of the {first} and the {second}, the {winner} is {how}"
                 assert (winner == first) == (q.answer == "yes")  # the last step: is it the first named?
+                place = "first" if winner == first else "second"  # by place: the same, one word for the name
+                assert q.order_rationale == f"of the {first} and the {second}, the {place} is {how}"
                 wanted = "first" if word in ("left", "above") else "second"  # by boxes, in question order
                 leader = "first" if winner == x else "second"
                 said = f"{format_box(a.bbox)} and {format_box(b.bbox)}, yes if the {wanted} is {how}: the {leader} is"  # fmt: skip
                 assert q.box_rationale == said and (wanted == leader) == (q.answer == "yes")
             else:
-                assert q.rationale == q.box_rationale == ""  # only spatial answers come with a rationale
+                assert q.rationale == q.box_rationale == q.order_rationale == ""  # only spatial ones have one
     assert kinds == {"count", "color", "shape", "exists", "spatial"}
 
 
@@ -155,6 +157,9 @@ def test_a_reasoned_answer_gives_its_rationale_first_and_final_answer_takes_it_o
     assert reasoned_answer(spatial, boxes=True) == by_boxes + ", so no"
     assert final_answer(reasoned_answer(spatial, boxes=True)) == "no"
     assert reasoned_answer(plain, boxes=True) == "blue"
+    by_order = "of the red circle and the blue star, the second is further left"
+    spatial = QA(spatial.question, "no", "spatial", rationale=why, order_rationale=by_order)
+    assert reasoned_answer(spatial, order=True) == by_order + ", so no"
 
 
 def test_side_questions_name_one_object_clearly_in_one_half_and_stay_out_of_the_eval_questions():

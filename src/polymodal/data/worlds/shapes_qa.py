@@ -52,6 +52,8 @@ class QA:
     # red circle is further left" (see _spatial_qa)
     box_rationale: str = ""  # spatial: the same by the two objects' boxes instead of their names:
     # "[0.05,0.40,0.25,0.60] and [0.55,0.10,0.80,0.35], yes if the second is further left: the first is"
+    order_rationale: str = ""  # spatial: the names' rationale with the one decided by its place instead of
+    # its name: "of the red circle and the blue star, the first is further left" (yes iff "the first")
 
 
 RATIONALE_JOIN = (
@@ -59,10 +61,11 @@ RATIONALE_JOIN = (
 )
 
 
-def reasoned_answer(qa: QA, boxes: bool = False) -> str:
+def reasoned_answer(qa: QA, boxes: bool = False, order: bool = False) -> str:
     """The answer with its rationale first, when it has one: "..., the red circle is further left, so no"
-    (``boxes``: the rationale that points at the objects by their boxes, ``QA.box_rationale``)."""
-    why = qa.box_rationale if boxes else qa.rationale
+    (``boxes``: the rationale that points at the objects by their boxes, ``QA.box_rationale``; ``order``:
+    the one that names the deciding object by its place, ``QA.order_rationale``)."""
+    why = qa.box_rationale if boxes else qa.order_rationale if order else qa.rationale
     return f"{why}{RATIONALE_JOIN}{qa.answer}" if why else qa.answer
 
 
@@ -149,10 +152,16 @@ def _spatial_qa(x: tuple, rel: str, y: tuple, decided: str, answer: str, objects
     is hard to write), in four steps that again each depend on one thing: the two boxes in the question's
     order (each found as grounding finds it), which of them the relation wants further left or higher (from
     the relation word alone), which of them is (their first or second numbers compare as their centres do,
-    since a relation needs centres apart by more than RELATION_MARGIN), and yes if the two agree."""
+    since a relation needs centres apart by more than RELATION_MARGIN), and yes if the two agree.
+
+    Its order rationale keeps the names' order and says which of the two is further left or higher by its
+    place ("the first is further left"): an unseen colour/shape pair is never written a second time, and
+    yes/no is read off one word ("the first": yes)."""
     x_favoured = rel in ("left", "above")  # the relation wants X further left or higher
     first, second = (x, y) if x_favoured else (y, x)
-    why = f"of {_the(first)} and {_the(second)}, {decided}"
+    names = f"of {_the(first)} and {_the(second)}"
+    why = f"{names}, {decided}"
+    by_order = f"{names}, the {'first' if answer == 'yes' else 'second'} is {_winner(x, rel, y)[1]}"
     a, b = objects
     axis = 0 if rel in ("left", "right") else 1
     wanted = "first" if x_favoured else "second"
@@ -160,7 +169,8 @@ def _spatial_qa(x: tuple, rel: str, y: tuple, decided: str, answer: str, objects
     how = "further left" if axis == 0 else "higher"
     by_boxes = f"{format_box(a.bbox)} and {format_box(b.bbox)}, yes if the {wanted} is {how}: the {leader} is"
     points = (_centre(a), _centre(b))
-    return QA(f"is {_the(x)} {RELATION_WORDS[rel]} {_the(y)}?", answer, "spatial", points, why, by_boxes)
+    question = f"is {_the(x)} {RELATION_WORDS[rel]} {_the(y)}?"
+    return QA(question, answer, "spatial", points, why, by_boxes, by_order)
 
 
 def _spatial_questions(scene: Scene, rng: np.random.Generator) -> list[QA]:
