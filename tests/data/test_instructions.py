@@ -15,6 +15,7 @@ from polymodal.data.instructions import (
 )
 from polymodal.data.worlds.shapes import ShapesWorld
 from polymodal.data.worlds.shapes_qa import referring_expressions
+from polymodal.data.worlds.shapes_scene import COLORS, SHAPES
 from polymodal.eval.grounding import parse_box
 from polymodal.eval.hallucination import chair_scores
 
@@ -129,15 +130,19 @@ def test_spatial_box_rationale_points_at_both_objects_by_their_boxes_instead_of_
         InstructionSamples(InstructionDataConfig(spatial_rationale=True, spatial_box_rationale=True))
 
 
-def test_spatial_order_rationale_names_the_deciding_object_by_its_place():
-    pairs = list(_changed_answers("spatial_order_rationale"))
+def test_spatial_attribute_rationale_names_the_deciding_object_by_one_attribute():
+    pairs = list(_changed_answers("spatial_attribute_rationale"))
+    said = set()
     for before, after, _ in pairs:
         assert before in ("yes", "no") and after.endswith(", so " + before)
-        m = re.fullmatch(r"of the [a-z ]+ and the [a-z ]+, the (first|second) is (further left|higher), so (yes|no)", after)  # fmt: skip
-        assert m and (m[1] == "first") == (m[3] == "yes")  # yes/no follows from one word
+        m = re.fullmatch(r"of the ([a-z ]+) and the ([a-z ]+), the (\w+)(?: one)? is (further left|higher), so (yes|no)", after)  # fmt: skip
+        # the word belongs to the first name exactly when the answer is yes, and tells the two apart
+        assert m and (m[3] in m[1].split()) == (m[5] == "yes") and (m[3] in m[2].split()) == (m[5] == "no")
+        said.add(m[3])
+    assert said & set(COLORS) and said & set(SHAPES)  # by colour, and by shape where the colours agree
     assert len(pairs) > 20
-    with pytest.raises(ConfigError, match="spatial_rationale and spatial_order_rationale"):
-        InstructionSamples(InstructionDataConfig(spatial_rationale=True, spatial_order_rationale=True))
+    with pytest.raises(ConfigError, match="spatial_rationale and spatial_attribute_rationale"):
+        InstructionSamples(InstructionDataConfig(spatial_rationale=True, spatial_attribute_rationale=True))
 
 
 def test_the_tokenizer_corpus_reads_the_rationales_a_recipe_writes():
@@ -146,7 +151,6 @@ def test_the_tokenizer_corpus_reads_the_rationales_a_recipe_writes():
 
     assert not says(": the first is") and not says("is further left, so")
     assert says(": the first is", box_rationales=True) and says("is further left, so", rationales=True)
-    assert says(", the second is", order_rationales=True) and not says(", the second is", rationales=True)
 
 
 @pytest.mark.parametrize("attribute", ["color", "shape"])

@@ -132,14 +132,18 @@ def test_question_answers_agree_with_the_scene_graph():
                 how = "further left" if word in ("left", "right") else "higher"
                 assert q.rationale == f"of the {first} and the {second}, the {winner} is {how}"
                 assert (winner == first) == (q.answer == "yes")  # the last step: is it the first named?
-                place = "first" if winner == first else "second"  # by place: the same, one word for the name
-                assert q.order_rationale == f"of the {first} and the {second}, the {place} is {how}"
+                w, f, s = (w.split() for w in (winner, first, second))  # the winner by one attribute:
+                apart = [k for k in (-2, -1, 0) if f[k] != s[k]][0]  # colour, else shape, else size
+                one = w[apart] if apart == -1 else f"{w[apart]} one"
+                assert q.attribute_rationale == f"of the {first} and the {second}, the {one} is {how}"
                 wanted = "first" if word in ("left", "above") else "second"  # by boxes, in question order
                 leader = "first" if winner == x else "second"
                 said = f"{format_box(a.bbox)} and {format_box(b.bbox)}, yes if the {wanted} is {how}: the {leader} is"  # fmt: skip
                 assert q.box_rationale == said and (wanted == leader) == (q.answer == "yes")
             else:
-                assert q.rationale == q.box_rationale == q.order_rationale == ""  # only spatial ones have one
+                assert (
+                    q.rationale == q.box_rationale == q.attribute_rationale == ""
+                )  # only spatial ones have one
     assert kinds == {"count", "color", "shape", "exists", "spatial"}
 
 
@@ -157,9 +161,9 @@ def test_a_reasoned_answer_gives_its_rationale_first_and_final_answer_takes_it_o
     assert reasoned_answer(spatial, boxes=True) == by_boxes + ", so no"
     assert final_answer(reasoned_answer(spatial, boxes=True)) == "no"
     assert reasoned_answer(plain, boxes=True) == "blue"
-    by_order = "of the red circle and the blue star, the second is further left"
-    spatial = QA(spatial.question, "no", "spatial", rationale=why, order_rationale=by_order)
-    assert reasoned_answer(spatial, order=True) == by_order + ", so no"
+    by_attribute = "of the red circle and the blue star, the blue one is further left"
+    spatial = QA(spatial.question, "no", "spatial", rationale=why, attribute_rationale=by_attribute)
+    assert reasoned_answer(spatial, attribute=True) == by_attribute + ", so no"
 
 
 def test_side_questions_name_one_object_clearly_in_one_half_and_stay_out_of_the_eval_questions():

@@ -33,7 +33,7 @@ GROUND_PROMPTS = ("where is {}?", "give the bounding box of {}.")
 EXISTS_SUFFIXES = ("", " in the image")
 INSTRUCTION_KINDS = ("caption_short", "caption_detailed", "vqa", "grounding", "conversation")
 # InstructionDataConfig's ways to give spatial answers a rationale (at most one is set)
-SPATIAL_RATIONALE_FORMS = ("spatial_rationale", "spatial_box_rationale", "spatial_order_rationale")
+SPATIAL_RATIONALE_FORMS = ("spatial_rationale", "spatial_box_rationale", "spatial_attribute_rationale")
 MULTI_QUESTION_KINDS = ("vqa", "grounding")  # kinds that may ask several questions about one image
 
 
@@ -112,7 +112,8 @@ class Asking:
     color_boxes: bool = False  # colour answers give the object's box first: "[0.41,0.10,0.62,0.33], so red"
     spatial_boxes: bool = False  # spatial answers give their rationale by boxes (QA.box_rationale)
     shape_boxes: bool = False  # shape answers give the object's box first: "[0.41,0.10,0.62,0.33], so star"
-    spatial_order: bool = False  # spatial answers name the deciding object by its place (QA.order_rationale)
+    spatial_attributes: bool = False  # spatial answers name the deciding object by one attribute
+    # (QA.attribute_rationale)
 
 
 def _single(scene: Scene, kind: str, rng: np.random.Generator, asking: Asking = Asking()) -> tuple[str, str]:
@@ -140,8 +141,8 @@ def _vqa_answer(scene: Scene, qa: QA, asking: Asking) -> str:
     if (asking.color_boxes and qa.kind == "color") or (asking.shape_boxes and qa.kind == "shape"):
         (obj,) = [o for o in scene.objects if (o.cx, o.cy) == qa.points[0]]
         return f"{format_box(obj.bbox)}{RATIONALE_JOIN}{qa.answer}"
-    if asking.rationales or asking.spatial_boxes or asking.spatial_order:
-        return reasoned_answer(qa, boxes=asking.spatial_boxes, order=asking.spatial_order)
+    if asking.rationales or asking.spatial_boxes or asking.spatial_attributes:
+        return reasoned_answer(qa, boxes=asking.spatial_boxes, attribute=asking.spatial_attributes)
     return qa.answer
 
 
@@ -230,9 +231,9 @@ class InstructionDataConfig:
     # their names: "[0.05,0.40,0.25,0.60] and [0.55,0.10,0.80,0.35], yes if the second is further left: the
     # first is, so no" (an unseen colour/shape pair is found as grounding finds it and never has to be
     # written; the wanted and the seen order are written apart, so yes/no only checks that they agree)
-    spatial_order_rationale: bool = False  # as spatial_rationale, the deciding object named by its place:
-    # "of the blue star and the red circle, the second is further left, so no" (an unseen colour/shape
-    # pair is written once, copied from the question; yes/no follows from one word: "the first" is yes)
+    spatial_attribute_rationale: bool = False  # as spatial_rationale, the deciding object named by the first
+    # attribute that tells the two apart: "of the blue star and the red circle, the red one is further left,
+    # so no" (one word read from the image: an unseen colour/shape pair is written only where it is copied)
 
     def validate(self) -> None:
         if self.vqa_kinds is not None:
@@ -303,7 +304,7 @@ class InstructionSamples:
                 color_boxes=config.color_box_rationale,
                 spatial_boxes=config.spatial_box_rationale,
                 shape_boxes=config.shape_box_rationale,
-                spatial_order=config.spatial_order_rationale,
+                spatial_attributes=config.spatial_attribute_rationale,
             ),
         )
         return self.world.render(scene), messages
@@ -314,11 +315,10 @@ def world_text_corpus(
     seed: int = 0,
     rationales: bool = False,
     box_rationales: bool = False,
-    order_rationales: bool = False,
 ) -> list[str]:
     """About ``n`` texts of the assistant's language: every kind of prompt and answer (no images), for
-    training its tokenizer (``rationales``, ``box_rationales``, ``order_rationales``: spatial answers with
-    their rationale by names, by boxes or by place, see ``Asking``)."""
+    training its tokenizer (``rationales``, ``box_rationales``: spatial answers with their rationale by
+    names or by boxes, see ``Asking``; the names' words are also all the words of the attribute form)."""
     world = ShapesWorld(seed=seed, split="train", max_objects=4)
     rng = np.random.default_rng([seed, 11])
     texts: list[str] = []
@@ -330,9 +330,7 @@ def world_text_corpus(
                 scene,
                 kind,
                 rng,
-                asking=Asking(
-                    rationales=rationales, spatial_boxes=box_rationales, spatial_order=order_rationales
-                ),
+                asking=Asking(rationales=rationales, spatial_boxes=box_rationales),
             ):
                 texts.append(message["content"].replace(IMAGE_TOKEN, "").strip())
         i += 1

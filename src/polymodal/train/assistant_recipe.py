@@ -156,9 +156,8 @@ def build_assistant_tokenizer(recipe: AssistantRecipe, context_length: int):
 
         texts = world_text_corpus(
             recipe.tokenizer_corpus_size,
-            rationales=anywhere("spatial_rationale"),
+            rationales=anywhere("spatial_rationale") or anywhere("spatial_attribute_rationale"),
             box_rationales=anywhere("spatial_box_rationale"),
-            order_rationales=anywhere("spatial_order_rationale"),
         )
     tokenizer = TextTokenizer.train_bpe(
         texts, vocab_size=recipe.tokenizer_vocab_size, context_length=context_length

@@ -52,8 +52,8 @@ class QA:
     # red circle is further left" (see _spatial_qa)
     box_rationale: str = ""  # spatial: the same by the two objects' boxes instead of their names:
     # "[0.05,0.40,0.25,0.60] and [0.55,0.10,0.80,0.35], yes if the second is further left: the first is"
-    order_rationale: str = ""  # spatial: the names' rationale with the one decided by its place instead of
-    # its name: "of the red circle and the blue star, the first is further left" (yes iff "the first")
+    attribute_rationale: str = ""  # spatial: the names' rationale with the deciding object named by one
+    # attribute that tells the two apart: "of the red circle and the blue star, the red one is further left"
 
 
 RATIONALE_JOIN = (
@@ -61,11 +61,11 @@ RATIONALE_JOIN = (
 )
 
 
-def reasoned_answer(qa: QA, boxes: bool = False, order: bool = False) -> str:
+def reasoned_answer(qa: QA, boxes: bool = False, attribute: bool = False) -> str:
     """The answer with its rationale first, when it has one: "..., the red circle is further left, so no"
-    (``boxes``: the rationale that points at the objects by their boxes, ``QA.box_rationale``; ``order``:
-    the one that names the deciding object by its place, ``QA.order_rationale``)."""
-    why = qa.box_rationale if boxes else qa.order_rationale if order else qa.rationale
+    (``boxes``: the rationale that points at the objects by their boxes, ``QA.box_rationale``; ``attribute``:
+    the one that names the deciding object by one attribute, ``QA.attribute_rationale``)."""
+    why = qa.box_rationale if boxes else qa.attribute_rationale if attribute else qa.rationale
     return f"{why}{RATIONALE_JOIN}{qa.answer}" if why else qa.answer
 
 
@@ -142,6 +142,15 @@ def _winner(da: tuple, rel: str, db: tuple) -> tuple[str, str]:
     return winner, "further left" if rel in ("left", "right") else "higher"
 
 
+def _telling_apart(a: tuple, b: tuple, which: tuple) -> str:
+    """``which`` (``a`` or ``b``, (size, colour, shape) each) by the first attribute in which the two differ:
+    "the red one", else "the star", else "the large one"."""
+    size, color, shape = which
+    if a[1] != b[1]:
+        return f"the {color} one"
+    return f"the {shape}" if a[2] != b[2] else f"the {size} one"
+
+
 def _spatial_qa(x: tuple, rel: str, y: tuple, decided: str, answer: str, objects) -> QA:
     """ "is X rel Y?" with its rationale in three steps that each depend on one thing at a time: the two
     names put in the order the relation favours ("of Y and X" for "is X right of Y?"), which of them is
@@ -154,14 +163,14 @@ def _spatial_qa(x: tuple, rel: str, y: tuple, decided: str, answer: str, objects
     the relation word alone), which of them is (their first or second numbers compare as their centres do,
     since a relation needs centres apart by more than RELATION_MARGIN), and yes if the two agree.
 
-    Its order rationale keeps the names' order and says which of the two is further left or higher by its
-    place ("the first is further left"): an unseen colour/shape pair is never written a second time, and
-    yes/no is read off one word ("the first": yes)."""
+    Its attribute rationale keeps the names' order and says which of the two is further left or higher by
+    the first attribute that tells them apart ("the red one", "the star", "the large one"): one word read
+    from the image, so an unseen colour/shape pair is never written a second time."""
     x_favoured = rel in ("left", "above")  # the relation wants X further left or higher
     first, second = (x, y) if x_favoured else (y, x)
     names = f"of {_the(first)} and {_the(second)}"
     why = f"{names}, {decided}"
-    by_order = f"{names}, the {'first' if answer == 'yes' else 'second'} is {_winner(x, rel, y)[1]}"
+    by_attribute = f"{names}, {_telling_apart(first, second, first if answer == 'yes' else second)}"
     a, b = objects
     axis = 0 if rel in ("left", "right") else 1
     wanted = "first" if x_favoured else "second"
@@ -170,7 +179,7 @@ def _spatial_qa(x: tuple, rel: str, y: tuple, decided: str, answer: str, objects
     by_boxes = f"{format_box(a.bbox)} and {format_box(b.bbox)}, yes if the {wanted} is {how}: the {leader} is"
     points = (_centre(a), _centre(b))
     question = f"is {_the(x)} {RELATION_WORDS[rel]} {_the(y)}?"
-    return QA(question, answer, "spatial", points, why, by_boxes, by_order)
+    return QA(question, answer, "spatial", points, why, by_boxes, f"{by_attribute} is {how}")
 
 
 def _spatial_questions(scene: Scene, rng: np.random.Generator) -> list[QA]:
