@@ -311,10 +311,7 @@ class InstructionSamples:
 
 
 def world_text_corpus(
-    n: int,
-    seed: int = 0,
-    rationales: bool = False,
-    box_rationales: bool = False,
+    n: int, seed: int = 0, rationales: bool = False, box_rationales: bool = False
 ) -> list[str]:
     """About ``n`` texts of the assistant's language: every kind of prompt and answer (no images), for
     training its tokenizer (``rationales``, ``box_rationales``: spatial answers with their rationale by
@@ -327,10 +324,7 @@ def world_text_corpus(
         scene = world.scene(i)
         for kind in INSTRUCTION_KINDS[:-1]:
             for message in conversation(
-                scene,
-                kind,
-                rng,
-                asking=Asking(rationales=rationales, spatial_boxes=box_rationales),
+                scene, kind, rng, asking=Asking(rationales=rationales, spatial_boxes=box_rationales)
             ):
                 texts.append(message["content"].replace(IMAGE_TOKEN, "").strip())
         i += 1

@@ -170,16 +170,17 @@ def _spatial_qa(x: tuple, rel: str, y: tuple, decided: str, answer: str, objects
     first, second = (x, y) if x_favoured else (y, x)
     names = f"of {_the(first)} and {_the(second)}"
     why = f"{names}, {decided}"
-    by_attribute = f"{names}, {_telling_apart(first, second, first if answer == 'yes' else second)}"
     a, b = objects
     axis = 0 if rel in ("left", "right") else 1
     wanted = "first" if x_favoured else "second"
     leader = "first" if a.bbox[axis] < b.bbox[axis] else "second"
     how = "further left" if axis == 0 else "higher"
     by_boxes = f"{format_box(a.bbox)} and {format_box(b.bbox)}, yes if the {wanted} is {how}: the {leader} is"
+    deciding = _telling_apart(first, second, first if answer == "yes" else second)  # "the red one"
+    by_attribute = f"{names}, {deciding} is {how}"
     points = (_centre(a), _centre(b))
     question = f"is {_the(x)} {RELATION_WORDS[rel]} {_the(y)}?"
-    return QA(question, answer, "spatial", points, why, by_boxes, f"{by_attribute} is {how}")
+    return QA(question, answer, "spatial", points, why, by_boxes, by_attribute)
 
 
 def _spatial_questions(scene: Scene, rng: np.random.Generator) -> list[QA]:
