@@ -132,18 +132,19 @@ def test_question_answers_agree_with_the_scene_graph():
                 how = "further left" if word in ("left", "right") else "higher"
                 assert q.rationale == f"of the {first} and the {second}, the {winner} is {how}"
                 assert (winner == first) == (q.answer == "yes")  # the last step: is it the first named?
-                w, f, s = (w.split() for w in (winner, first, second))  # the winner by one attribute:
-                apart = [k for k in (-2, -1, 0) if f[k] != s[k]][0]  # colour, else shape, else size
-                one = w[apart] if apart == -1 else f"{w[apart]} one"
+                won, one_name, other = (name.split() for name in (winner, first, second))  # by one attribute:
+                apart = [k for k in (-2, -1, 0) if one_name[k] != other[k]][
+                    0
+                ]  # colour, else shape, else size
+                one = won[apart] if apart == -1 else f"{won[apart]} one"
                 assert q.attribute_rationale == f"of the {first} and the {second}, the {one} is {how}"
                 wanted = "first" if word in ("left", "above") else "second"  # by boxes, in question order
                 leader = "first" if winner == x else "second"
                 said = f"{format_box(a.bbox)} and {format_box(b.bbox)}, yes if the {wanted} is {how}: the {leader} is"  # fmt: skip
                 assert q.box_rationale == said and (wanted == leader) == (q.answer == "yes")
             else:
-                assert (
-                    q.rationale == q.box_rationale == q.attribute_rationale == ""
-                )  # only spatial ones have one
+                # only spatial answers come with a rationale
+                assert q.rationale == q.box_rationale == q.attribute_rationale == ""
     assert kinds == {"count", "color", "shape", "exists", "spatial"}
 
 
