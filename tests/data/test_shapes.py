@@ -132,10 +132,9 @@ def test_question_answers_agree_with_the_scene_graph():
                 how = "further left" if word in ("left", "right") else "higher"
                 assert q.rationale == f"of the {first} and the {second}, the {winner} is {how}"
                 assert (winner == first) == (q.answer == "yes")  # the last step: is it the first named?
-                won, one_name, other = (name.split() for name in (winner, first, second))  # by one attribute:
-                apart = [k for k in (-2, -1, 0) if one_name[k] != other[k]][
-                    0
-                ]  # colour, else shape, else size
+                # the winner by the first attribute that tells the two apart: colour, else shape, else size
+                won, named_first, named_second = (name.split() for name in (winner, first, second))
+                apart = next(k for k in (-2, -1, 0) if named_first[k] != named_second[k])
                 one = won[apart] if apart == -1 else f"{won[apart]} one"
                 assert q.attribute_rationale == f"of the {first} and the {second}, the {one} is {how}"
                 wanted = "first" if word in ("left", "above") else "second"  # by boxes, in question order
