@@ -146,11 +146,11 @@ def test_spatial_attribute_rationale_names_the_deciding_object_by_one_attribute(
 
 
 def test_the_tokenizer_corpus_reads_the_rationales_a_recipe_writes():
-    def says(text: str, **rationales) -> bool:
-        return any(text in t for t in world_text_corpus(300, **rationales))
+    def says(text: str, spatial_form: str | None = None) -> bool:
+        return any(text in t for t in world_text_corpus(300, spatial_form=spatial_form))
 
     assert not says(": the first is") and not says("is further left, so")
-    assert says(": the first is", box_rationales=True) and says("is further left, so", rationales=True)
+    assert says(": the first is", "boxes") and says("is further left, so", "names")
 
 
 @pytest.mark.parametrize("attribute", ["color", "shape"])

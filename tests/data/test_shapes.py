@@ -158,12 +158,14 @@ def test_a_reasoned_answer_gives_its_rationale_first_and_final_answer_takes_it_o
         "[0.50,0.10,0.70,0.30] and [0.05,0.60,0.25,0.80], yes if the first is further left: the second is"
     )
     spatial = QA(spatial.question, "no", "spatial", rationale=why, box_rationale=by_boxes)
-    assert reasoned_answer(spatial, boxes=True) == by_boxes + ", so no"
-    assert final_answer(reasoned_answer(spatial, boxes=True)) == "no"
-    assert reasoned_answer(plain, boxes=True) == "blue"
+    assert reasoned_answer(spatial, "boxes") == by_boxes + ", so no"
+    assert final_answer(reasoned_answer(spatial, "boxes")) == "no"
+    assert reasoned_answer(plain, "boxes") == "blue"
     by_attribute = "of the red circle and the blue star, the blue one is further left"
     spatial = QA(spatial.question, "no", "spatial", rationale=why, attribute_rationale=by_attribute)
-    assert reasoned_answer(spatial, attribute=True) == by_attribute + ", so no"
+    assert reasoned_answer(spatial, "attribute") == by_attribute + ", so no"
+    with pytest.raises(ValueError, match="unknown spatial rationale form 'name'"):
+        reasoned_answer(spatial, "name")
 
 
 def test_side_questions_name_one_object_clearly_in_one_half_and_stay_out_of_the_eval_questions():

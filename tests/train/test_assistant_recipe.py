@@ -6,7 +6,7 @@ import torch
 import polymodal
 from polymodal.config import ConfigError
 from polymodal.modules.decoder import CausalLM, DecoderConfig
-from polymodal.train.assistant_recipe import LoraRecipe, add_lora, lora_b_scales
+from polymodal.train.assistant_recipe import LoraRecipe, add_lora, corpus_spatial_form, lora_b_scales
 from polymodal.train.loop import TrainConfig, build_optimizer
 from polymodal.train.recipe import load_recipe, run_recipe
 
@@ -46,6 +46,24 @@ def test_three_stage_recipe_trains_saves_and_loads(tmp_path):
     vision = assistant.model.vision.state_dict()
     assert all(torch.equal(vision[k], tiny_clip[k]) for k in tiny_clip)  # the frozen tower is tiny-clip's
     assert (tmp_path / "run" / "model" / "README.md").is_file()
+
+
+@pytest.mark.parametrize(
+    ("lm_data", "instruct_data", "form"),
+    [
+        ({}, {}, None),
+        ({"spatial_rationale": True}, {"spatial_rationale": True}, "names"),
+        ({}, {"spatial_attribute_rationale": True}, "names"),  # the attribute form's words are all the names'
+        ({"spatial_rationale": True}, {"spatial_box_rationale": True}, "boxes"),
+    ],
+)
+def test_the_tokenizer_reads_the_spatial_rationales_a_stage_writes(tmp_path, lm_data, instruct_data, form):
+    data = json.loads(_tiny_recipe(tmp_path).read_text())
+    data["stages"]["lm"]["data"].update(lm_data)
+    data["stages"]["instruct"]["data"].update(instruct_data)
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(data))
+    assert corpus_spatial_form(load_recipe(str(path))) == form
 
 
 def test_unknown_stage_is_a_config_error(tmp_path):

@@ -32,8 +32,12 @@ GROUND_PROMPTS = ("where is {}?", "give the bounding box of {}.")
 # existence questions are asked both ways: "is there a red circle?" and POPE's "... in the image?"
 EXISTS_SUFFIXES = ("", " in the image")
 INSTRUCTION_KINDS = ("caption_short", "caption_detailed", "vqa", "grounding", "conversation")
-# InstructionDataConfig's ways to give spatial answers a rationale (at most one is set)
-SPATIAL_RATIONALE_FORMS = ("spatial_rationale", "spatial_box_rationale", "spatial_attribute_rationale")
+# InstructionDataConfig's ways to give spatial answers a rationale (at most one is set) -> the form written
+SPATIAL_RATIONALE_FORMS = {
+    "spatial_rationale": "names",
+    "spatial_box_rationale": "boxes",
+    "spatial_attribute_rationale": "attribute",
+}
 MULTI_QUESTION_KINDS = ("vqa", "grounding")  # kinds that may ask several questions about one image
 
 
@@ -108,12 +112,10 @@ class Asking:
 
     phrasing: np.random.Generator | None = None  # varies the wording of existence questions (``_phrased``)
     question_mix: QuestionMix | None = None  # draws VQA questions by kind (None: uniformly over the scene's)
-    rationales: bool = False  # answers that have one (spatial) say what decides them first (reasoned_answer)
+    spatial_form: str | None = None  # spatial answers say what decides them first, in this form of
+    # shapes_qa.SPATIAL_FORMS (reasoned_answer); None: the bare answer
     color_boxes: bool = False  # colour answers give the object's box first: "[0.41,0.10,0.62,0.33], so red"
-    spatial_boxes: bool = False  # spatial answers give their rationale by boxes (QA.box_rationale)
     shape_boxes: bool = False  # shape answers give the object's box first: "[0.41,0.10,0.62,0.33], so star"
-    spatial_attributes: bool = False  # spatial answers name the deciding object by one attribute
-    # (QA.attribute_rationale)
 
 
 def _single(scene: Scene, kind: str, rng: np.random.Generator, asking: Asking = Asking()) -> tuple[str, str]:
@@ -141,8 +143,8 @@ def _vqa_answer(scene: Scene, qa: QA, asking: Asking) -> str:
     if (asking.color_boxes and qa.kind == "color") or (asking.shape_boxes and qa.kind == "shape"):
         (obj,) = [o for o in scene.objects if (o.cx, o.cy) == qa.points[0]]
         return f"{format_box(obj.bbox)}{RATIONALE_JOIN}{qa.answer}"
-    if asking.rationales or asking.spatial_boxes or asking.spatial_attributes:
-        return reasoned_answer(qa, boxes=asking.spatial_boxes, attribute=asking.spatial_attributes)
+    if asking.spatial_form:
+        return reasoned_answer(qa, asking.spatial_form)
     return qa.answer
 
 
@@ -235,6 +237,11 @@ class InstructionDataConfig:
     # attribute that tells the two apart: "of the blue star and the red circle, the red one is further left,
     # so no" (one word read from the image: an unseen colour/shape pair is written only where it is copied)
 
+    @property
+    def spatial_form(self) -> str | None:
+        """The form (shapes_qa.SPATIAL_FORMS) of spatial answers' rationale, None for bare answers."""
+        return next((form for option, form in SPATIAL_RATIONALE_FORMS.items() if getattr(self, option)), None)
+
     def validate(self) -> None:
         if self.vqa_kinds is not None:
             _check_weights("vqa_kinds", self.vqa_kinds, (*QA_KINDS, *TRAINING_ONLY_QUESTIONS))
@@ -246,7 +253,7 @@ class InstructionDataConfig:
             raise ConfigError(
                 f"InstructionDataConfig.questions_per_image must be >= 1, got {self.questions_per_image}"
             )
-        forms = [f for f in SPATIAL_RATIONALE_FORMS if getattr(self, f)]
+        forms = [option for option in SPATIAL_RATIONALE_FORMS if getattr(self, option)]
         if len(forms) > 1:
             raise ConfigError(
                 f"InstructionDataConfig: {' and '.join(forms)} are ways to answer the same questions; set one"
@@ -300,22 +307,18 @@ class InstructionSamples:
             asking=Asking(
                 phrasing,
                 self.question_mix,
-                rationales=config.spatial_rationale,
+                spatial_form=config.spatial_form,
                 color_boxes=config.color_box_rationale,
-                spatial_boxes=config.spatial_box_rationale,
                 shape_boxes=config.shape_box_rationale,
-                spatial_attributes=config.spatial_attribute_rationale,
             ),
         )
         return self.world.render(scene), messages
 
 
-def world_text_corpus(
-    n: int, seed: int = 0, rationales: bool = False, box_rationales: bool = False
-) -> list[str]:
+def world_text_corpus(n: int, seed: int = 0, spatial_form: str | None = None) -> list[str]:
     """About ``n`` texts of the assistant's language: every kind of prompt and answer (no images), for
-    training its tokenizer (``rationales``, ``box_rationales``: spatial answers with their rationale by
-    names or by boxes, see ``Asking``; the names' words are also all the words of the attribute form)."""
+    training its tokenizer (``spatial_form``: spatial answers with their rationale in that form, as
+    ``Asking`` says; the names form's words are also all the words of the attribute form)."""
     world = ShapesWorld(seed=seed, split="train", max_objects=4)
     rng = np.random.default_rng([seed, 11])
     texts: list[str] = []
@@ -323,9 +326,7 @@ def world_text_corpus(
     while len(texts) < n:
         scene = world.scene(i)
         for kind in INSTRUCTION_KINDS[:-1]:
-            for message in conversation(
-                scene, kind, rng, asking=Asking(rationales=rationales, spatial_boxes=box_rationales)
-            ):
+            for message in conversation(scene, kind, rng, asking=Asking(spatial_form=spatial_form)):
                 texts.append(message["content"].replace(IMAGE_TOKEN, "").strip())
         i += 1
     return texts[:n]

@@ -140,6 +140,16 @@ class AssistantRecipe:
             )
 
 
+def corpus_spatial_form(recipe: AssistantRecipe) -> str | None:
+    """The spatial rationale form whose words the tokenizer reads: boxes where any stage writes them, else
+    names where any stage writes names or an attribute (the attribute form's words are all the names form's:
+    both share one tokenizer, so an instruct stage of one can start from the other's lm stage)."""
+    written = {recipe.data_config(stage).spatial_form for stage in recipe.stages.values()}
+    if "boxes" in written:
+        return "boxes"
+    return "names" if written & {"names", "attribute"} else None
+
+
 def build_assistant_tokenizer(recipe: AssistantRecipe, context_length: int):
     """A BPE trained on the assistant's world language (shapes or tones), plus the chat tokens."""
     from polymodal.data.audio_instructions import audio_text_corpus
@@ -150,15 +160,7 @@ def build_assistant_tokenizer(recipe: AssistantRecipe, context_length: int):
     if recipe.media == "audio":
         texts = audio_text_corpus(recipe.tokenizer_corpus_size)
     else:  # the words of spatial rationales too, when a stage writes them
-
-        def anywhere(option: str) -> bool:
-            return any(stage.data.get(option) for stage in recipe.stages.values())
-
-        texts = world_text_corpus(
-            recipe.tokenizer_corpus_size,
-            rationales=anywhere("spatial_rationale") or anywhere("spatial_attribute_rationale"),
-            box_rationales=anywhere("spatial_box_rationale"),
-        )
+        texts = world_text_corpus(recipe.tokenizer_corpus_size, spatial_form=corpus_spatial_form(recipe))
     tokenizer = TextTokenizer.train_bpe(
         texts, vocab_size=recipe.tokenizer_vocab_size, context_length=context_length
     )

@@ -61,11 +61,17 @@ RATIONALE_JOIN = (
 )
 
 
-def reasoned_answer(qa: QA, boxes: bool = False, attribute: bool = False) -> str:
-    """The answer with its rationale first, when it has one: "..., the red circle is further left, so no"
-    (``boxes``: the rationale that points at the objects by their boxes, ``QA.box_rationale``; ``attribute``:
-    the one that names the deciding object by one attribute, ``QA.attribute_rationale``)."""
-    why = qa.box_rationale if boxes else qa.attribute_rationale if attribute else qa.rationale
+# the ways a spatial answer gives its rationale: by names (QA.rationale), by boxes (QA.box_rationale), or with
+# the deciding object named by one attribute (QA.attribute_rationale)
+SPATIAL_FORMS = ("names", "boxes", "attribute")
+
+
+def reasoned_answer(qa: QA, form: str = "names") -> str:
+    """The answer with its rationale in ``form`` (one of ``SPATIAL_FORMS``) first, when it has one: "..., the
+    red circle is further left, so no"."""
+    if form not in SPATIAL_FORMS:
+        raise ValueError(f"unknown spatial rationale form {form!r}; expected one of {SPATIAL_FORMS}")
+    why = {"names": qa.rationale, "boxes": qa.box_rationale, "attribute": qa.attribute_rationale}[form]
     return f"{why}{RATIONALE_JOIN}{qa.answer}" if why else qa.answer
 
 
