@@ -61,9 +61,10 @@ RATIONALE_JOIN = (
 )
 
 
-# the ways a spatial answer gives its rationale: by names (QA.rationale), by boxes (QA.box_rationale), or with
-# the deciding object named by one attribute (QA.attribute_rationale)
-SPATIAL_FORMS = ("names", "boxes", "attribute")
+# the ways a spatial answer gives its rationale -> the QA field that holds it: by names, by boxes, or with the
+# deciding object named by one attribute
+RATIONALE_FIELDS = {"names": "rationale", "boxes": "box_rationale", "attribute": "attribute_rationale"}
+SPATIAL_FORMS = tuple(RATIONALE_FIELDS)
 
 
 def reasoned_answer(qa: QA, form: str = "names") -> str:
@@ -71,7 +72,7 @@ def reasoned_answer(qa: QA, form: str = "names") -> str:
     red circle is further left, so no"."""
     if form not in SPATIAL_FORMS:
         raise ValueError(f"unknown spatial rationale form {form!r}; expected one of {SPATIAL_FORMS}")
-    why = {"names": qa.rationale, "boxes": qa.box_rationale, "attribute": qa.attribute_rationale}[form]
+    why = getattr(qa, RATIONALE_FIELDS[form])
     return f"{why}{RATIONALE_JOIN}{qa.answer}" if why else qa.answer
 
 
