@@ -14,7 +14,7 @@ import numpy as np
 
 from polymodal.config import ConfigError
 from polymodal.data.chat import IMAGE_TOKEN, with_media
-from polymodal.data.worlds.shapes import Scene, ShapesWorld, questions, referring_expressions
+from polymodal.data.worlds.shapes import DEFAULT_HELDOUT, Scene, ShapesWorld, questions, referring_expressions
 from polymodal.data.worlds.shapes_language import RELATION_WORDS, noun_phrase, object_list, relation_facts
 from polymodal.data.worlds.shapes_qa import (
     QA,
@@ -236,6 +236,9 @@ class InstructionDataConfig:
     spatial_attribute_rationale: bool = False  # as spatial_rationale, the deciding object named by the first
     # attribute that tells the two apart: "of the blue star and the red circle, the red one is further left,
     # so no" (one word read from the image: an unseen colour/shape pair is written only where it is copied)
+    heldout_pairs_in_text: bool = False  # lm stage only: its text-only conversations use every colour/shape
+    # pair, the held-out ones too, as a language model's pre-training text names things no training image
+    # shows (no image ever holds a held-out pair: the later stages refuse this option)
 
     @property
     def spatial_form(self) -> str | None:
@@ -281,6 +284,7 @@ class InstructionSamples:
             min_objects=config.min_objects,
             max_objects=config.max_objects,
             image_size=config.image_size,
+            heldout=() if config.heldout_pairs_in_text else DEFAULT_HELDOUT,
         )
         self.mix = KindMix(config.mix, INSTRUCTION_KINDS)
         self.question_mix = QuestionMix(config.vqa_kinds) if config.vqa_kinds is not None else None

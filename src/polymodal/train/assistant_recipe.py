@@ -129,6 +129,11 @@ class AssistantRecipe:
             raise ConfigError(
                 f"recipe {self.name}: answers_only is an lm-stage option (stage {name} always is)"
             )
+        if getattr(self.data_config(stage), "heldout_pairs_in_text", False) and name != "lm":
+            raise ConfigError(
+                f"recipe {self.name}: heldout_pairs_in_text is an lm-stage option (stage {name} sees images, "
+                "and no training image may hold a held-out pair)"
+            )
         if stage.scene_tokens and name != "lm":
             raise ConfigError(
                 f"recipe {self.name}: scene_tokens is an lm-stage option (stage {name} sees images)"
