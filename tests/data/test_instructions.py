@@ -145,6 +145,16 @@ def test_spatial_attribute_rationale_names_the_deciding_object_by_one_attribute(
         InstructionSamples(InstructionDataConfig(spatial_rationale=True, spatial_attribute_rationale=True))
 
 
+def test_heldout_pairs_in_text_lets_the_text_name_every_pair_and_only_then():
+    def pairs(**options) -> set[tuple[str, str]]:
+        samples = InstructionSamples(InstructionDataConfig(**options))
+        return {(o.color, o.shape) for i in range(300) for o in samples.scene(i).objects}
+
+    held = set(ShapesWorld().heldout)
+    assert not pairs() & held  # scenes keep to the train pairs by default
+    assert pairs(heldout_pairs_in_text=True) >= held  # and name every pair with the option
+
+
 def test_the_tokenizer_corpus_reads_the_rationales_a_recipe_writes():
     def says(text: str, spatial_form: str | None = None) -> bool:
         return any(text in t for t in world_text_corpus(300, spatial_form=spatial_form))

@@ -75,6 +75,19 @@ def test_unknown_stage_is_a_config_error(tmp_path):
         load_recipe(str(path))
 
 
+@pytest.mark.parametrize("stage", ["align", "instruct"])
+def test_held_out_pairs_may_be_named_in_the_lm_stage_text_only(tmp_path, stage):
+    path = _tiny_recipe(tmp_path)
+    data = json.loads(path.read_text())
+    data["stages"]["lm"]["data"]["heldout_pairs_in_text"] = True
+    path.write_text(json.dumps(data))
+    load_recipe(str(path))
+    data["stages"][stage]["data"]["heldout_pairs_in_text"] = True
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="heldout_pairs_in_text is an lm-stage option"):
+        load_recipe(str(path))
+
+
 def test_merged_lora_gives_the_same_logits():
     torch.manual_seed(0)
     lm = CausalLM(DecoderConfig(vocab_size=40, width=32, depth=2, heads=2))
