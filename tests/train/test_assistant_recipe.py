@@ -6,7 +6,13 @@ import torch
 import polymodal
 from polymodal.config import ConfigError
 from polymodal.modules.decoder import CausalLM, DecoderConfig
-from polymodal.train.assistant_recipe import LoraRecipe, add_lora, corpus_spatial_form, lora_b_scales
+from polymodal.train.assistant_recipe import (
+    LoraRecipe,
+    add_lora,
+    assistant_notes,
+    corpus_spatial_form,
+    lora_b_scales,
+)
 from polymodal.train.loop import TrainConfig, build_optimizer
 from polymodal.train.recipe import load_recipe, run_recipe
 
@@ -79,9 +85,10 @@ def test_unknown_stage_is_a_config_error(tmp_path):
 def test_held_out_pairs_may_be_named_in_the_lm_stage_text_only(tmp_path, stage):
     path = _tiny_recipe(tmp_path)
     data = json.loads(path.read_text())
+    assert "held-out ones too" not in assistant_notes(load_recipe(str(path)))["data_note"]
     data["stages"]["lm"]["data"]["heldout_pairs_in_text"] = True
     path.write_text(json.dumps(data))
-    load_recipe(str(path))
+    assert "held-out ones too" in assistant_notes(load_recipe(str(path)))["data_note"]  # the card says so
     data["stages"][stage]["data"]["heldout_pairs_in_text"] = True
     path.write_text(json.dumps(data))
     with pytest.raises(ConfigError, match="heldout_pairs_in_text is an lm-stage option"):

@@ -342,11 +342,7 @@ def run_assistant_recipe(recipe: AssistantRecipe, out_dir: str | Path) -> dict[s
         if stage_name in recipe.stages:
             summaries[stage_name] = run_stage(recipe, stage_name, model, tokenizer, processor, out_dir)
     pipeline = pipeline_for(spec, model.float().eval(), None, tokenizer=tokenizer)
-    notes = (
-        AUDIO_NOTES
-        if recipe.media == "audio"
-        else {"data_note": ASSISTANT_DATA, "metrics_note": ASSISTANT_METRICS}
-    )
+    notes = AUDIO_NOTES if recipe.media == "audio" else assistant_notes(recipe)
     results = finish_run(pipeline, recipe, stage_totals(summaries), out_dir, **notes)
     return {"stages": summaries, "model_dir": str(out_dir / "model"), "eval": results}
 
@@ -357,12 +353,29 @@ ASSISTANT_DATA = (
     "referring expressions answered with boxes and multi-turn chats (instruct stage). Evaluated on test scenes "
     "and held-out-pair scenes never trained on."
 )
-ASSISTANT_METRICS = (
-    "`_heldout`: scenes holding a colour/shape pair never seen in training. CIDEr/BLEU use every true caption "
-    "of a scene as references (METEOR and SPICE need Java and are skipped). CHAIR counts shapes mentioned in "
-    "detailed captions that are not in the scene; POPE asks balanced yes/no questions about present and absent "
-    "(random or adversarial) colour/shape pairs."
+ASSISTANT_DATA_TEXT_PAIRS = (
+    "shapes-world scenes turned into text-only conversations that name every colour/shape pair, the held-out "
+    "ones too (LM stage: `data.heldout_pairs_in_text`, as a language model's pre-training text names things "
+    "no training image shows), then train-split images without the held-out pairs: captions (align stage) and "
+    "an instruction mix of short/detailed captions, VQA, referring expressions answered with boxes and "
+    "multi-turn chats (instruct stage). Evaluated on test scenes and held-out-pair scenes never trained on."
 )
+ASSISTANT_METRICS = (
+    "`_heldout`: scenes holding a colour/shape pair never seen in a training image. CIDEr/BLEU use every true "
+    "caption of a scene as references (METEOR and SPICE need Java and are skipped). CHAIR counts shapes "
+    "mentioned in detailed captions that are not in the scene; POPE asks balanced yes/no questions about "
+    "present and absent (random or adversarial) colour/shape pairs."
+)
+
+
+def assistant_notes(recipe: AssistantRecipe) -> dict[str, str]:
+    """The card's data and metrics notes: the data note says whether the lm stage's text names held-out pairs."""
+    lm = recipe.stages.get("lm")
+    text_pairs = lm is not None and recipe.data_config(lm).heldout_pairs_in_text
+    return {
+        "data_note": ASSISTANT_DATA_TEXT_PAIRS if text_pairs else ASSISTANT_DATA,
+        "metrics_note": ASSISTANT_METRICS,
+    }
 
 
 AUDIO_NOTES = {
