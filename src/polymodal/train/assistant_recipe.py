@@ -102,12 +102,13 @@ class AssistantRecipe:
                 f"recipe {self.name}: stages must be among {STAGE_ORDER}, got {sorted(self.stages)}"
             )
         for name, stage in self.stages.items():
-            self.data_config(stage)
+            data = self.data_config(stage)
             if stage.lora is not None:
                 stage.lora.validate()
-            self._check_stage_options(name, stage)
+            self._check_stage_options(name, stage, data)
 
-    def _check_stage_options(self, name: str, stage: StageRecipe) -> None:
+    def _check_stage_options(self, name: str, stage: StageRecipe, data: Any) -> None:
+        """ConfigErrors for options misplaced in stage ``name`` (``data``: its parsed data_config)."""
         trains_embeddings = name == "lm" or (  # train_lm_parts' rule: a fragment of the parameter's name
             stage.lora is not None and any(f in "token_embed.weight" for f in stage.lora.train_parts)
         )
@@ -129,7 +130,7 @@ class AssistantRecipe:
             raise ConfigError(
                 f"recipe {self.name}: answers_only is an lm-stage option (stage {name} always is)"
             )
-        if getattr(self.data_config(stage), "heldout_pairs_in_text", False) and name != "lm":
+        if getattr(data, "heldout_pairs_in_text", False) and name != "lm":  # audio data has no such key
             raise ConfigError(
                 f"recipe {self.name}: heldout_pairs_in_text is an lm-stage option (stage {name} sees images, "
                 "and no training image may hold a held-out pair)"
@@ -347,18 +348,19 @@ def run_assistant_recipe(recipe: AssistantRecipe, out_dir: str | Path) -> dict[s
     return {"stages": summaries, "model_dir": str(out_dir / "model"), "eval": results}
 
 
+ASSISTANT_IMAGE_STAGES = (
+    "captions (align stage) and an instruction mix of short/detailed captions, VQA, referring expressions "
+    "answered with boxes and multi-turn chats (instruct stage). Evaluated on test scenes and held-out-pair "
+    "scenes never trained on."
+)
 ASSISTANT_DATA = (
     "shapes-world scenes (train split, without the held-out colour/shape pairs) turned into text-only "
-    "conversations (LM stage), captions (align stage) and an instruction mix of short/detailed captions, VQA, "
-    "referring expressions answered with boxes and multi-turn chats (instruct stage). Evaluated on test scenes "
-    "and held-out-pair scenes never trained on."
+    "conversations (LM stage), " + ASSISTANT_IMAGE_STAGES
 )
 ASSISTANT_DATA_TEXT_PAIRS = (
     "shapes-world scenes turned into text-only conversations that name every colour/shape pair, the held-out "
     "ones too (LM stage: `data.heldout_pairs_in_text`, as a language model's pre-training text names things "
-    "no training image shows), then train-split images without the held-out pairs: captions (align stage) and "
-    "an instruction mix of short/detailed captions, VQA, referring expressions answered with boxes and "
-    "multi-turn chats (instruct stage). Evaluated on test scenes and held-out-pair scenes never trained on."
+    "no training image shows), then train-split images without the held-out pairs: " + ASSISTANT_IMAGE_STAGES
 )
 ASSISTANT_METRICS = (
     "`_heldout`: scenes holding a colour/shape pair never seen in a training image. CIDEr/BLEU use every true "
