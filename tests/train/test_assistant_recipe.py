@@ -72,6 +72,34 @@ def test_the_tokenizer_reads_the_spatial_rationales_a_stage_writes(tmp_path, lm_
     assert corpus_spatial_form(load_recipe(str(path))) == form
 
 
+def _recipe_from(tmp_path, init_from: str, stages: tuple[str, ...]):
+    data = json.loads(_tiny_recipe(tmp_path).read_text())
+    data["stages"] = {name: data["stages"][name] for name in stages}
+    data |= {"name": "tiny-assistant-continued", "init_from": init_from}
+    path = tmp_path / "continued.json"
+    path.write_text(json.dumps(data))
+    return load_recipe(str(path))
+
+
+def test_init_from_fine_tunes_a_trained_assistant_with_its_own_tokenizer(tmp_path):
+    first = run_recipe(load_recipe(str(_tiny_recipe(tmp_path))), tmp_path / "first")
+    start = polymodal.load(first["model_dir"])
+    out = run_recipe(_recipe_from(tmp_path, first["model_dir"], ("lm", "instruct")), tmp_path / "second")
+    continued = polymodal.load(out["model_dir"])
+    assert continued.name == "tiny-assistant-continued"
+    assert continued.tokenizer.tokenizer.get_vocab() == start.tokenizer.tokenizer.get_vocab()
+    before, after = start.model.state_dict(), continued.model.state_dict()
+    assert before.keys() == after.keys()
+    assert torch.equal(before["vision.features.0.weight"], after["vision.features.0.weight"])  # tower frozen here
+    assert not torch.equal(before["lm.token_embed.weight"], after["lm.token_embed.weight"])  # the lm trained
+    assert not torch.equal(before["adapter.proj.fc1.weight"], after["adapter.proj.fc1.weight"])  # and the adapter
+
+
+def test_init_from_must_name_an_assistant(tmp_path):
+    with pytest.raises(ConfigError, match="is not an assistant"):
+        run_recipe(_recipe_from(tmp_path, "tiny-clip", ("instruct",)), tmp_path / "run")
+
+
 def test_unknown_stage_is_a_config_error(tmp_path):
     path = _tiny_recipe(tmp_path)
     data = json.loads(path.read_text())

@@ -72,6 +72,10 @@ class AssistantRecipe:
     model: str = "tiny-assistant"  # architecture name (model_configs/<model>.json)
     model_overrides: dict[str, Any] = field(default_factory=dict)  # nested overrides of the model config
     vision_from: str = "tiny-clip"  # model whose image tower initialises (and stays) the vision encoder
+    # a trained assistant (bundled name, model folder or hub id) whose weights and tokenizer start the run
+    # instead of fresh ones, to fine-tune it further (its own architecture: model, model_overrides,
+    # vision_from and the tokenizer_* keys are then unused); empty: build and train from scratch
+    init_from: str = ""
     tokenizer_vocab_size: int = 1020  # BPE size before the chat tokens are added
     tokenizer_corpus_size: int = 40000  # world texts the BPE is trained on
     stages: dict[str, StageRecipe] = field(default_factory=dict)  # lm | align | instruct
@@ -319,16 +323,31 @@ def run_assistant_recipe(recipe: AssistantRecipe, out_dir: str | Path) -> dict[s
     """Run every stage in order, save ``out_dir/model``, evaluate it and write its card."""
     import torch
 
-    from polymodal.data.audio_processor import AudioProcessor, AudioProcessorConfig
-    from polymodal.data.images import ImageProcessor, ImageProcessorConfig
     from polymodal.pipelines import pipeline_for
-    from polymodal.registry import build_model, get_spec
     from polymodal.train.recipe import finish_run
 
     recipe.validate()
     out_dir = Path(out_dir)
     first_stage = next(iter(recipe.stages.values()))
     torch.manual_seed(first_stage.train.seed)
+    model, tokenizer, processor, spec = _loaded_start(recipe) if recipe.init_from else _fresh_start(recipe)
+    summaries = {}
+    for stage_name in STAGE_ORDER:
+        if stage_name in recipe.stages:
+            summaries[stage_name] = run_stage(recipe, stage_name, model, tokenizer, processor, out_dir)
+    pipeline = pipeline_for(spec, model.float().eval(), None, tokenizer=tokenizer)
+    notes = AUDIO_NOTES if recipe.media == "audio" else assistant_notes(recipe)
+    results = finish_run(pipeline, recipe, stage_totals(summaries), out_dir, **notes)
+    return {"stages": summaries, "model_dir": str(out_dir / "model"), "eval": results}
+
+
+def _fresh_start(recipe: AssistantRecipe):
+    """(model, tokenizer, media processor, spec) of a new assistant: a BPE trained on the world's language,
+    the LM at random and the media tower from ``vision_from``."""
+    from polymodal.data.audio_processor import AudioProcessor, AudioProcessorConfig
+    from polymodal.data.images import ImageProcessor, ImageProcessorConfig
+    from polymodal.registry import build_model, get_spec
+
     base = get_spec(recipe.model, **recipe.model_overrides).model_config()
     tokenizer = build_assistant_tokenizer(recipe, base.lm_config().context_length)
     spec = build_spec(recipe, tokenizer)
@@ -338,14 +357,26 @@ def run_assistant_recipe(recipe: AssistantRecipe, out_dir: str | Path) -> dict[s
         processor = AudioProcessor(from_dict(AudioProcessorConfig, spec.audio_processor))
     else:
         processor = ImageProcessor(from_dict(ImageProcessorConfig, spec.image_processor))
-    summaries = {}
-    for stage_name in STAGE_ORDER:
-        if stage_name in recipe.stages:
-            summaries[stage_name] = run_stage(recipe, stage_name, model, tokenizer, processor, out_dir)
-    pipeline = pipeline_for(spec, model.float().eval(), None, tokenizer=tokenizer)
-    notes = AUDIO_NOTES if recipe.media == "audio" else assistant_notes(recipe)
-    results = finish_run(pipeline, recipe, stage_totals(summaries), out_dir, **notes)
-    return {"stages": summaries, "model_dir": str(out_dir / "model"), "eval": results}
+    return model, tokenizer, processor, spec
+
+
+def _loaded_start(recipe: AssistantRecipe):
+    """(model, tokenizer, media processor, spec) of the trained assistant ``init_from`` names, in fp32,
+    renamed after the recipe; a ConfigError unless it is an assistant of the recipe's media."""
+    from polymodal.hub import load
+    from polymodal.pipelines.assistant import AssistantPipeline
+
+    pipeline = load(recipe.init_from)
+    if not isinstance(pipeline, AssistantPipeline) or pipeline.media != recipe.media:
+        raise ConfigError(
+            f"recipe {recipe.name}: init_from {recipe.init_from!r} is not an assistant that reads "
+            f"{recipe.media} (the recipe's model {recipe.model!r} does)"
+        )
+    processor = pipeline.audio_processor if recipe.media == "audio" else pipeline.image_processor
+    spec = replace(
+        pipeline.spec, name=recipe.name, description=recipe.description or pipeline.spec.description
+    )
+    return pipeline.model.float().train(), pipeline.tokenizer, processor, spec
 
 
 ASSISTANT_IMAGE_STAGES = (
