@@ -1,11 +1,12 @@
 """Which vision-language adapter? Linear vs MLP vs Q-Former vs Perceiver vs gated cross-attention,
 trained on the same data with the same budget, measured side by side in one run.
 
-Every adapter gets the tiny-assistant recipe with the same pre-trained LM (the recipe's ``lm`` stage,
-copied from ``--lm-from`` when it exists, else trained once and shared), the same frozen tiny-clip image
-tower, and the same ``align`` + ``instruct`` steps. It prints one Markdown table: VQA accuracy on test and
-held-out-pair scenes, CIDEr of short captions, visual tokens per image, trainable adapter parameters,
-training samples/s (instruct stage) and generation tokens/s, plus each speed relative to the MLP adapter.
+Every adapter gets the from-scratch tiny-assistant-base recipe with the same pre-trained LM (the recipe's
+``lm`` stage, copied from ``--lm-from`` when it exists, else trained once and shared), the same frozen
+tiny-clip image tower, and the same ``align`` + ``instruct`` steps. It prints one Markdown table: VQA
+accuracy on test and held-out-pair scenes, CIDEr of short captions, visual tokens per image, trainable
+adapter parameters, training samples/s (instruct stage) and generation tokens/s, plus each speed relative
+to the MLP adapter.
 
     python benchmarks/adapters.py [--align-steps 150] [--instruct-steps 500] [--n 200] [--out runs/bench-adapters]
 """
@@ -28,7 +29,7 @@ from polymodal.train.recipe import RECIPE_DIR, run_recipe
 
 
 def recipe_for(adapter: str, args) -> AssistantRecipe:
-    data = load_json(RECIPE_DIR / "tiny-assistant.json")
+    data = load_json(RECIPE_DIR / "tiny-assistant-base.json")
     data["name"] = f"bench-{adapter}"
     data["model_overrides"] = {"adapter": {"type": adapter}}
     data["eval_tasks"] = []
@@ -119,7 +120,7 @@ def main() -> None:
     parser.add_argument("--instruct-steps", type=int, default=500)
     parser.add_argument("--n", type=int, default=200, help="evaluation scenes per task")
     parser.add_argument("--out", default="runs/bench-adapters")
-    parser.add_argument("--lm-from", default="runs/tiny-assistant/lm", help="a finished LM stage to share")
+    parser.add_argument("--lm-from", default="runs/tiny-assistant-base/lm", help="a finished LM stage to share")
     parser.add_argument("--adapters", default=",".join(ADAPTER_TYPES))
     args = parser.parse_args()
     if args.lm_from and not Path(args.lm_from).is_dir():

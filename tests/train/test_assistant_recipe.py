@@ -87,6 +87,8 @@ def test_init_from_fine_tunes_a_trained_assistant_with_its_own_tokenizer(tmp_pat
     out = run_recipe(_recipe_from(tmp_path, first["model_dir"], ("lm", "instruct")), tmp_path / "second")
     continued = polymodal.load(out["model_dir"])
     assert continued.name == "tiny-assistant-continued"
+    card = (tmp_path / "second" / "model" / "README.md").read_text()
+    assert f"starts from `{first['model_dir']}`" in card and "trains the stages lm, instruct" in card
     assert continued.tokenizer.tokenizer.get_vocab() == start.tokenizer.tokenizer.get_vocab()
     before, after = start.model.state_dict(), continued.model.state_dict()
     assert before.keys() == after.keys()

@@ -402,13 +402,18 @@ ASSISTANT_METRICS = (
 
 
 def assistant_notes(recipe: AssistantRecipe) -> dict[str, str]:
-    """The card's data and metrics notes: the data note says whether the lm stage's text names held-out pairs."""
+    """The card's data and metrics notes: the data note says whether the lm stage's text names held-out pairs,
+    and which trained assistant the run started from (``init_from``)."""
     lm = recipe.stages.get("lm")
     text_pairs = lm is not None and recipe.data_config(lm).heldout_pairs_in_text
-    return {
-        "data_note": ASSISTANT_DATA_TEXT_PAIRS if text_pairs else ASSISTANT_DATA,
-        "metrics_note": ASSISTANT_METRICS,
-    }
+    data_note = ASSISTANT_DATA_TEXT_PAIRS if text_pairs else ASSISTANT_DATA
+    if recipe.init_from:
+        stages = ", ".join(name for name in STAGE_ORDER if name in recipe.stages)
+        data_note = (
+            f"starts from `{recipe.init_from}` (its weights and tokenizer), then trains the stages {stages} on "
+            + data_note
+        )
+    return {"data_note": data_note, "metrics_note": ASSISTANT_METRICS}
 
 
 AUDIO_NOTES = {
