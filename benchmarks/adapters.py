@@ -120,7 +120,9 @@ def main() -> None:
     parser.add_argument("--instruct-steps", type=int, default=500)
     parser.add_argument("--n", type=int, default=200, help="evaluation scenes per task")
     parser.add_argument("--out", default="runs/bench-adapters")
-    parser.add_argument("--lm-from", default="runs/tiny-assistant-base/lm", help="a finished LM stage to share")
+    parser.add_argument(
+        "--lm-from", default="runs/tiny-assistant-base/lm", help="a finished lm stage to share"
+    )
     parser.add_argument("--adapters", default=",".join(ADAPTER_TYPES))
     args = parser.parse_args()
     if args.lm_from and not Path(args.lm_from).is_dir():
