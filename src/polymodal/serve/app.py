@@ -1,5 +1,6 @@
-"""The FastAPI application: routers, error envelope, middleware (metrics, API keys, body limit) and a
-lifespan that loads the models (unless given) and starts and stops the batch workers."""
+"""The FastAPI application: routers, error envelope, middleware (metrics, API keys, body limit, the short
+way to the busiest route) and a lifespan that loads the models (unless given) and starts and stops the
+batch workers."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 import polymodal
 from polymodal.pipelines.base import Pipeline
@@ -16,11 +18,14 @@ from polymodal.serve import routes_native, routes_openai, routes_page, routes_sy
 from polymodal.serve.auth import ApiKeyAuth, declare_bearer_auth
 from polymodal.serve.config import ServeConfig
 from polymodal.serve.errors import install_error_handlers
+from polymodal.serve.hot import HotRoutes
 from polymodal.serve.limits import BodySizeLimit
 from polymodal.serve.metrics import Metrics, MetricsMiddleware
 from polymodal.serve.state import ServeState, load_pipelines
 
 log = logging.getLogger("polymodal.serve")
+
+HOT_PATHS = ("/v1/embeddings",)  # handed to their endpoints past FastAPI's inner stack: see serve.hot
 
 
 def create_app(config: ServeConfig | None = None, pipelines: dict[str, Pipeline] | None = None) -> FastAPI:
@@ -60,7 +65,10 @@ def create_app(config: ServeConfig | None = None, pipelines: dict[str, Pipeline]
     for module in (routes_openai, routes_native, routes_page, routes_system):
         app.include_router(module.router)
     routes_system.mount_web_page(app)
-    # the last added middleware runs first: count everything, then check keys, then the body size
+    # the last added middleware runs first: count everything, check keys, the body size, then take the hot
+    # routes straight to their endpoints
+    hot = [r for r in routes_openai.router.routes if isinstance(r, APIRoute) and r.path in HOT_PATHS]
+    app.add_middleware(HotRoutes, routes=hot, handlers=app.exception_handlers)
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
     app.add_middleware(ApiKeyAuth, keys=config.api_keys)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

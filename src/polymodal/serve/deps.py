@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import email.message
 import json
 import re
 from typing import Any, TypeVar
@@ -32,19 +31,24 @@ async def get_state(request: Request) -> ServeState:
 
 
 def _content_type(request: Request) -> tuple[str, str] | None:
+    """(type, subtype) of the declared media type, lower case, parameters (``; charset=...``) dropped."""
     declared = request.headers.get("content-type")
     if declared is None:
         return None
-    message = email.message.Message()
-    message["content-type"] = declared
-    return message.get_content_maintype(), message.get_content_subtype()
+    kind, _, subtype = declared.split(";", 1)[0].strip().lower().partition("/")
+    return kind, subtype.strip()
+
+
+def _declared(kind: tuple[str, str] | None) -> str:
+    """How an error message names what the request declared."""
+    return "no Content-Type" if kind is None else "Content-Type " + "/".join(part for part in kind if part)
 
 
 def _require_json_type(request: Request) -> None:
     """415 unless the body is declared as JSON (FastAPI would otherwise report a confusing 422)."""
     kind = _content_type(request)
     if kind is None or kind[0] != "application" or not (kind[1] == "json" or kind[1].endswith("+json")):
-        got = "no Content-Type" if kind is None else f"Content-Type {'/'.join(kind)}"
+        got = _declared(kind)
         raise ServeError(
             415,
             f"the body has {got}; send JSON with 'Content-Type: application/json'",
@@ -131,7 +135,7 @@ async def require_multipart(request: Request) -> None:
     """415 unless the body is a multipart form (how files are uploaded)."""
     kind = _content_type(request)
     if kind != ("multipart", "form-data"):
-        got = "no Content-Type" if kind is None else f"Content-Type {'/'.join(kind)}"
+        got = _declared(kind)
         raise ServeError(
             415, f"the body has {got}; upload the file as multipart/form-data", "unsupported_media_type"
         )

@@ -27,11 +27,15 @@ async def cached_batch(
     state: ServeState,
     model: str,
     op: str,
-    keys: Sequence[str],
+    contents: Sequence[bytes | str],
     prepare: Callable[[list[int]], Awaitable[list[Any]]],
 ) -> list[Any]:
-    """Results for ``keys``: cached ones as they are; the misses (each distinct key once) are prepared by
-    ``prepare(indices)`` and computed in one submission to the batcher, then cached."""
+    """Results for ``contents`` (what names each input in its cache key): cached ones as they are; the
+    misses (each distinct content once) are prepared by ``prepare(indices)`` and computed in one
+    submission to the batcher, then cached. With the cache off, every input is computed and no key made."""
+    if not state.cache.max_entries:
+        return list(await state.batcher(model, op).submit(await prepare(list(range(len(contents))))))
+    keys = cache_keys(model, op, contents)
     results = [state.cache_get(k) for k in keys]
     first_of: dict[str, int] = {}
     for i, (key, value) in enumerate(zip(keys, results, strict=True)):
@@ -52,12 +56,11 @@ async def embed_texts_counted(
 ) -> tuple[list[np.ndarray], int]:
     """Unit-norm text embeddings, one per text, and the tokens the model read for all of them (a cached
     text counts as it did when computed)."""
-    keys = cache_keys(model, "embed_text", texts)
 
     async def prepare(indices: list[int]) -> list[str]:
         return [texts[i] for i in indices]
 
-    results = await cached_batch(state, model, "embed_text", keys, prepare)
+    results = await cached_batch(state, model, "embed_text", texts, prepare)
     return [vector for vector, _ in results], sum(tokens for _, tokens in results)
 
 
@@ -108,12 +111,11 @@ async def embed_media(
     """Unit-norm image (or audio) embeddings, one per reference (``params`` name them in errors)."""
     blobs = await media_blobs(state, refs, kind, params)
     op = f"embed_{kind}"
-    keys = cache_keys(model, op, blobs)
 
     async def prepare(indices: list[int]) -> list[Encoded]:  # decoded by the batch (ops.Encoded)
         return [Encoded(blobs[i], params[i]) for i in indices]
 
-    return await cached_batch(state, model, op, keys, prepare)
+    return await cached_batch(state, model, op, blobs, prepare)
 
 
 async def classify(
@@ -158,7 +160,8 @@ def chat_cache_key(model: str, job: ChatJob) -> str:
 
 async def chat_reply(state: ServeState, model: str, job: ChatJob) -> str:
     """The assistant's reply to one conversation (cached when deterministic)."""
-    key = chat_cache_key(model, job) if job.generation.deterministic else None
+    cached = job.generation.deterministic and state.cache.max_entries > 0
+    key = chat_cache_key(model, job) if cached else None
     if key is not None and (cached := state.cache_get(key)) is not MISSING:
         return cached
     (reply,) = await state.batcher(model, "chat").submit([job])
@@ -169,12 +172,11 @@ async def chat_reply(state: ServeState, model: str, job: ChatJob) -> str:
 
 async def transcribe(state: ServeState, model: str, pipeline: Pipeline, blob: bytes) -> str:
     """The transcript of one encoded clip."""
-    key = cache_key(model, "transcribe", blob)
 
     async def prepare(indices: list[int]) -> list[Any]:
         return await decode_media(state, pipeline, [blob], "audio", ["file"])
 
-    (text,) = await cached_batch(state, model, "transcribe", [key], prepare)
+    (text,) = await cached_batch(state, model, "transcribe", [blob], prepare)
     return text
 
 
