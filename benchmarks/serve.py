@@ -6,12 +6,16 @@ every input is computed), loads the same model here, and for texts and for image
 - offline: ``pipeline.embed_text`` / ``embed_image`` over all inputs in batches of one request's size,
   of the server's ``max_batch_size`` and of ``--offline-batch`` (images as PNG bytes, so decoding is
   timed on both sides); ``vs offline`` is to the fastest of them, ``vs b=R`` to batches of one request;
-- server: 1, 8 and 32 concurrent clients (asyncio keep-alive connections sending pre-encoded requests:
-  see :class:`RawClient`) posting the same inputs, ``--per-request`` inputs per request, base64 encoding
-  (what the ``openai`` client asks for).
+- server: 1, 8 and 32 concurrent clients (keep-alive connections sending pre-encoded requests: asyncio
+  ones, see :class:`RawClient`, and a blocking socket for the lone client, see :func:`post_serially`)
+  posting the same inputs, ``--per-request`` inputs per request, base64 encoding (what the ``openai``
+  client asks for). The clock starts once every connection is open, and each client sends at least
+  ``PER_CLIENT`` requests (the inputs repeat where there are too few), so the rate is that of a steady
+  state, not of a burst of first requests.
 
-Settings are timed round-robin (one run of each per round, ``--rounds`` rounds, median items/s) so the
-drift of this shared machine hits all of them alike. It prints items/s, the ratio to offline, p50/p99
+Settings are timed round-robin (one run of each per round, ``--rounds`` rounds) so the drift of this
+shared machine hits all of them alike: items/s are medians over rounds, and each ratio is the median over
+rounds of the ratio within one round. It prints items/s, the ratio to offline, p50/p99
 request latency, the mean batch the server ran (from its ``/metrics``) and CPU milliseconds per item
 (server process plus client, and the client's part: the clients run on the same cores as the server,
 which the offline baseline does not pay for). CPU per item is steadier than items/s when other work
@@ -21,7 +25,7 @@ shares the machine.
 model whose compute outweighs the HTTP work per request, as real models' does); ``--threads 1`` runs
 torch single-threaded on both sides (steadier when other processes oversubscribe the cores).
 
-Run: ``python benchmarks/serve.py [--rounds 3] [--inputs 256] [--per-request 8] [--width 512]``
+Run: ``python benchmarks/serve.py [--rounds 5] [--inputs 256] [--per-request 8] [--width 512]``
 (a minute or two).
 """
 
@@ -34,9 +38,11 @@ import contextlib
 import io
 import json
 import os
+import socket
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +53,7 @@ import polymodal
 from polymodal.serve.process import serve_in_process
 
 CONCURRENCY = (1, 8, 32)
+PER_CLIENT = 4  # requests each client sends at least, after its connection is open
 
 try:  # the clients' event loop: uvloop where the server has it too (not on Windows)
     from uvloop import run as run_loop
@@ -72,6 +79,7 @@ class Samples:
     """Measurements of one setting over all rounds."""
 
     rates: list[float] = field(default_factory=list)  # items/s per round
+    items: list[int] = field(default_factory=list)  # inputs embedded per round
     latencies: list[float] = field(default_factory=list)  # seconds per request, all rounds
     batches: list[tuple[float, float]] = field(default_factory=list)  # (inputs, model calls), /metrics
     cpu: list[tuple[float, float]] = field(default_factory=list)  # CPU seconds (server or offline, client)
@@ -167,8 +175,48 @@ def batch_totals(url: str, op: str) -> tuple[float, float]:
 # --- the runs ----------------------------------------------------------------------------------------
 
 
+def read_response(receive: Callable[[], bytes], buffer: bytes) -> tuple[int, bytes, bytes]:
+    """One HTTP/1.1 response (with Content-Length) from ``buffer`` plus what ``receive()`` brings:
+    (status, body, bytes left over for the next response)."""
+    while b"\r\n\r\n" not in buffer:
+        buffer += receive()
+    head, _, buffer = buffer.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(buffer) < length:
+        buffer += receive()
+    return int(head.split(b" ", 2)[1]), buffer[:length], buffer[length:]
+
+
+def encoded_requests(work: Workload, clients: int) -> list[tuple[bytes, int]]:
+    """The requests ``clients`` concurrent clients send: each of ``work``'s, repeated in turn until every
+    client has ``PER_CLIENT`` to send (throughput in a steady state, not one burst of first requests), as
+    the bytes a client sends (keep-alive HTTP/1.1 POST of the JSON body), with their input counts."""
+    total = max(len(work.requests), PER_CLIENT * clients)
+    requests = []
+    for inputs in (work.requests[i % len(work.requests)] for i in range(total)):
+        body = {"input": inputs, "modality": work.modality, "encoding_format": "base64"}
+        payload = json.dumps(body).encode()
+        head = (
+            "POST /v1/embeddings HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n"
+        )
+        requests.append((head.encode() + payload, len(inputs)))
+    return requests
+
+
+def check_answer(status: int, body: bytes, count: int) -> None:
+    if status != 200:
+        raise RuntimeError(f"{status}: {body[:200]!r}")
+    if body.count(b'"index"') != count:  # one per embedding
+        raise RuntimeError(f"expected {count} embeddings in {body[:200]!r}")
+
+
 class RawClient:
-    """A keep-alive HTTP/1.1 client on a bare asyncio stream, posting pre-encoded JSON bodies.
+    """A keep-alive HTTP/1.1 client on a bare asyncio stream, posting pre-encoded requests.
 
     The load generator shares this machine's cores with the server, which the offline baseline does not
     pay for; httpx spent about half as much CPU per input as the whole offline embedding, so the clients
@@ -181,19 +229,12 @@ class RawClient:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    @staticmethod
-    def request(path: str, body: dict) -> bytes:
-        payload = json.dumps(body).encode()
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(payload)}\r\n\r\n"
-        )
-        return head.encode() + payload
+    async def connect(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, int(self.port))
 
     async def post(self, request: bytes) -> tuple[int, bytes]:
-        """Send one pre-encoded request; (status, body)."""
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, int(self.port))
+        """Send one pre-encoded request on the open connection; (status, body)."""
+        assert self.reader is not None and self.writer is not None, "connect first"
         self.writer.write(request)
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])
@@ -211,14 +252,11 @@ class RawClient:
                 await self.writer.wait_closed()
 
 
-async def post_all(url: str, work: Workload, clients: int) -> tuple[float, list[float]]:
-    """Send every request of ``work`` with ``clients`` concurrent clients; (seconds, request latencies)."""
-    bodies = [
-        (RawClient.request("/v1/embeddings", {"input": inputs, "modality": work.modality,
-                                              "encoding_format": "base64"}), len(inputs))
-        for inputs in work.requests
-    ]  # fmt: skip
-    pending = list(reversed(bodies))
+async def post_concurrently(url: str, work: Workload, clients: int) -> tuple[float, list[float], int]:
+    """Send the requests of ``work`` (:func:`encoded_requests`) with ``clients`` concurrent clients, timed
+    from when every connection is open; (seconds, request latencies, inputs sent)."""
+    requests = encoded_requests(work, clients)
+    pending = list(reversed(requests))
     latencies: list[float] = []
 
     async def client(http: RawClient) -> None:
@@ -227,18 +265,51 @@ async def post_all(url: str, work: Workload, clients: int) -> tuple[float, list[
             start = time.perf_counter()
             status, body = await http.post(request)
             latencies.append(time.perf_counter() - start)
-            if status != 200:
-                raise RuntimeError(f"{status}: {body[:200]!r}")
-            if body.count(b'"index"') != count:  # one per embedding
-                raise RuntimeError(f"expected {count} embeddings in {body[:200]!r}")
+            check_answer(status, body, count)
 
     connections = [RawClient(url) for _ in range(clients)]
     try:
+        await asyncio.gather(*(http.connect() for http in connections))
         start = time.perf_counter()
         await asyncio.gather(*(client(http) for http in connections))
-        return time.perf_counter() - start, latencies
+        return time.perf_counter() - start, latencies, sum(count for _, count in requests)
     finally:
         await asyncio.gather(*(http.close() for http in connections))
+
+
+def post_serially(url: str, work: Workload) -> tuple[float, list[float], int]:
+    """Send the requests of ``work`` from one client on a blocking socket, each after the answer to the
+    one before; (seconds, request latencies, inputs sent). A lone client's own work per request adds to the server's
+    (nothing else overlaps it), and an event loop's share of it was 0.3 ms per request of the asyncio
+    client's (about 3% of a tiny-clip request): a blocking socket has none of it."""
+    host, port = url.removeprefix("http://").split(":")
+    latencies: list[float] = []
+    with socket.create_connection((host, int(port))) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def receive() -> bytes:
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError("the server closed the connection")
+            return chunk
+
+        left, requests = b"", encoded_requests(work, 1)
+        start = time.perf_counter()
+        for request, count in requests:
+            sent = time.perf_counter()
+            sock.sendall(request)
+            status, body, left = read_response(receive, left)
+            latencies.append(time.perf_counter() - sent)
+            check_answer(status, body, count)
+        return time.perf_counter() - start, latencies, sum(count for _, count in requests)
+
+
+def post_all(url: str, work: Workload, clients: int) -> tuple[float, list[float], int]:
+    """Send the requests of ``work`` with ``clients`` concurrent clients; (seconds, request latencies,
+    inputs sent)."""
+    if clients == 1:
+        return post_serially(url, work)
+    return run_loop(post_concurrently(url, work, clients))
 
 
 def run_offline(pipeline, work: Workload, batch: int) -> float:
@@ -262,14 +333,15 @@ def measure(srv: Server, pipeline, work: Workload, args) -> dict[str, Samples]:
             cpu_before = (cpu_seconds(srv.pid), time.process_time())
             number = int(name.split("=")[1])
             if name.startswith("offline"):
-                seconds, latencies = run_offline(pipeline, work, number), []
+                seconds, latencies, items = run_offline(pipeline, work, number), [], work.count
             else:
-                seconds, latencies = run_loop(post_all(srv.url, work, number))
+                seconds, latencies, items = post_all(srv.url, work, number)
             server_cpu, here_cpu = cpu_seconds(srv.pid) - cpu_before[0], time.process_time() - cpu_before[1]
             if warm:
                 continue
             after = batch_totals(srv.url, op)
-            samples[name].rates.append(work.count / seconds)
+            samples[name].rates.append(items / seconds)
+            samples[name].items.append(items)
             samples[name].latencies += latencies
             samples[name].batches.append((after[0] - before[0], after[1] - before[1]))
             # offline: the compute is here; server: here is the client
@@ -291,9 +363,13 @@ def report(work: Workload, samples: dict[str, Samples], per_request: int) -> lis
     offline batches of one request's size R (``vs b=R``: all that a lone client lets a server batch, since
     it sends its next request only after the answer); for more clients, to the fastest offline batch size
     (``vs offline``)."""
-    offline = max(statistics.median(s.rates) for name, s in samples.items() if name.startswith("offline"))
-    same = statistics.median(samples[f"offline b={per_request}"].rates)
-    print(f"\n== {work.modality}: {work.count} inputs, {per_request} per request ==")
+    offline = max(
+        (s for name, s in samples.items() if name.startswith("offline")),
+        key=lambda s: statistics.median(s.rates),
+    )
+    same = samples[f"offline b={per_request}"]
+    print(f"\n== {work.modality}: {work.count} distinct inputs, {per_request} per request, "
+          f"at least {PER_CLIENT} requests per client ==")  # fmt: skip
     print(
         f"{'setting':<14}{'items/s':>9}{'vs offline':>12}{f'vs b={per_request}':>9}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'mean batch':>12}{'CPU ms/item':>13}{'client':>8}"
@@ -305,12 +381,19 @@ def report(work: Workload, samples: dict[str, Samples], per_request: int) -> lis
         batch = f"{inputs / calls:.1f}" if calls else "-"
         p50, p99 = (1000 * percentile(s.latencies, q) for q in (0.5, 0.99))
         latency = f"{p50:>9.1f}{p99:>9.1f}" if s.latencies else f"{'-':>9}{'-':>9}"
-        compute, client = (1000 * sum(c[i] for c in s.cpu) / (work.count * len(s.cpu)) for i in (0, 1))
+        compute, client = (1000 * sum(c[i] for c in s.cpu) / sum(s.items) for i in (0, 1))
         cpu = f"{compute + client:>13.2f}{client:>8.2f}"
-        print(f"{name:<14}{rate:>9.1f}{rate / offline:>12.2f}{rate / same:>9.2f}{latency}{batch:>12}{cpu}")
+        to_fastest, to_same = paired(s, offline), paired(s, same)
+        print(f"{name:<14}{rate:>9.1f}{to_fastest:>12.2f}{to_same:>9.2f}{latency}{batch:>12}{cpu}")
         if name.startswith("server"):
-            ratios.append(rate / (same if name == "server c=1" else offline))
+            ratios.append(to_same if name == "server c=1" else to_fastest)
     return ratios
+
+
+def paired(setting: Samples, reference: Samples) -> float:
+    """The median over rounds of the setting's rate over the reference's in the same round: the drift of
+    a shared machine's speed from round to round cancels out of it."""
+    return statistics.median(a / b for a, b in zip(setting.rates, reference.rates, strict=True))
 
 
 def main() -> None:
@@ -319,7 +402,7 @@ def main() -> None:
     )
     parser.add_argument("--model", default="tiny-clip")
     parser.add_argument("--width", type=int, help="serve a random tiny-clip this wide instead of --model")
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per setting (median)")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per setting (median)")
     parser.add_argument("--inputs", type=int, default=256, help="inputs per run and modality")
     parser.add_argument("--per-request", type=int, default=8, help="inputs per request (images: at most 8)")
     parser.add_argument(
