@@ -102,3 +102,19 @@ def test_the_hot_path_answers_as_fastapis_route(models, monkeypatch):
         assert a.headers["content-type"] == b.headers["content-type"]
     assert {a.status_code for a in hot_answers} == {200, 400, 404, 415, 422}
     assert 'polymodal_requests_total{route="/v1/embeddings",method="POST",status="200"} 2' in metrics
+
+
+def test_a_bug_behind_the_hot_path_is_a_500_envelope(models, monkeypatch):
+    from polymodal.serve import routes_openai
+
+    async def broken(*args):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(routes_openai, "embed_texts_counted", broken)
+    app = create_app(ServeConfig(models=list(models)), models)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.post("/v1/embeddings", json={"input": "x"})
+        assert response.status_code == 500 and "secret" not in response.text
+        assert response.json()["error"]["code"] == "internal_error"
+        assert client.get("/health").status_code == 200
+        assert 'route="/v1/embeddings",method="POST",status="500"' in client.get("/metrics").text
