@@ -26,7 +26,7 @@ model whose compute outweighs the HTTP work per request, as real models' does); 
 torch single-threaded on both sides (steadier when other processes oversubscribe the cores).
 
 Run: ``python benchmarks/serve.py [--rounds 5] [--inputs 256] [--per-request 8] [--width 512]``
-(a minute or two).
+(about a minute; five with ``--width 512``).
 """
 
 from __future__ import annotations
@@ -279,9 +279,9 @@ async def post_concurrently(url: str, work: Workload, clients: int) -> tuple[flo
 
 def post_serially(url: str, work: Workload) -> tuple[float, list[float], int]:
     """Send the requests of ``work`` from one client on a blocking socket, each after the answer to the
-    one before; (seconds, request latencies, inputs sent). A lone client's own work per request adds to the server's
-    (nothing else overlaps it), and an event loop's share of it was 0.3 ms per request of the asyncio
-    client's (about 3% of a tiny-clip request): a blocking socket has none of it."""
+    one before; (seconds, request latencies, inputs sent). A lone client's own work per request adds to
+    the server's (nothing else overlaps it), and an event loop's share of it was 0.3 ms per request of the
+    asyncio client's (about 3% of a tiny-clip request): a blocking socket has none of it."""
     host, port = url.removeprefix("http://").split(":")
     latencies: list[float] = []
     with socket.create_connection((host, int(port))) as sock:
