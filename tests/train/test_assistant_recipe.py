@@ -75,6 +75,8 @@ def test_the_tokenizer_reads_the_spatial_rationales_a_stage_writes(tmp_path, lm_
 def _recipe_from(tmp_path, init_from: str, stages: tuple[str, ...]):
     data = json.loads(_tiny_recipe(tmp_path).read_text())
     data["stages"] = {name: data["stages"][name] for name in stages}
+    for key in ("model_overrides", "tokenizer_corpus_size", "tokenizer_vocab_size"):  # init_from's own
+        del data[key]
     data |= {"name": "tiny-assistant-continued", "init_from": init_from}
     path = tmp_path / "continued.json"
     path.write_text(json.dumps(data))
@@ -100,6 +102,26 @@ def test_init_from_fine_tunes_a_trained_assistant_with_its_own_tokenizer(tmp_pat
     assert torch.equal(before[tower], after[tower])  # no stage here trains the tower
     assert not torch.equal(before[adapter], after[adapter])  # instruct trains the adapter
     assert not torch.equal(before[embeddings], after[embeddings])  # and the lm stage the LM
+
+
+def test_init_from_refuses_the_keys_of_a_fresh_assistant(tmp_path):
+    data = json.loads(_tiny_recipe(tmp_path, init_from="tiny-assistant-base").read_text())
+    path = tmp_path / "continued.json"
+    path.write_text(json.dumps(data))
+    message = "model_overrides, tokenizer_vocab_size, tokenizer_corpus_size would be unused"
+    with pytest.raises(ConfigError, match=message):
+        load_recipe(str(path))
+
+
+def test_the_card_names_the_stages_the_run_has(tmp_path):
+    continued = assistant_notes(_recipe_from(tmp_path, "tiny-assistant-base", ("instruct",)))["data_note"]
+    assert continued.startswith("starts from `tiny-assistant-base` (its weights and tokenizer), then trains")
+    assert "align stage" not in continued and "LM stage" not in continued and "(instruct stage)" in continued
+    audio = load_recipe("tiny-audio-assistant")
+    audio.init_from, audio.stages = "tiny-audio-assistant", {"instruct": audio.stages["instruct"]}
+    heard = assistant_notes(audio)["data_note"]
+    assert heard.startswith("starts from `tiny-audio-assistant`") and "tones-world clips" in heard
+    assert "align stage" not in heard
 
 
 def test_init_from_must_name_an_assistant(tmp_path):

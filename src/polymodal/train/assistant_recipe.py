@@ -64,6 +64,9 @@ class StageRecipe:
     scene_distill: float = 0.0  # align/instruct: weight of the adapter's regression to those scene tokens
 
 
+INIT_FROM_UNUSED = ("model_overrides", "vision_from", "tokenizer_vocab_size", "tokenizer_corpus_size")
+
+
 @dataclass
 class AssistantRecipe:
     kind: str = "assistant"  # recipe family (the dual encoder recipes have none)
@@ -73,8 +76,8 @@ class AssistantRecipe:
     model_overrides: dict[str, Any] = field(default_factory=dict)  # nested overrides of the model config
     vision_from: str = "tiny-clip"  # model whose image tower initialises (and stays) the vision encoder
     # a trained assistant (bundled name, model folder or hub id) whose weights and tokenizer start the run
-    # instead of fresh ones, to fine-tune it further (its own architecture: model, model_overrides,
-    # vision_from and the tokenizer_* keys are then unused); empty: build and train from scratch
+    # instead of fresh ones, to fine-tune it further (its own architecture and tokenizer: setting
+    # model_overrides, vision_from or the tokenizer_* keys beside it is an error); empty: build from scratch
     init_from: str = ""
     tokenizer_vocab_size: int = 1020  # BPE size before the chat tokens are added
     tokenizer_corpus_size: int = 40000  # world texts the BPE is trained on
@@ -100,6 +103,7 @@ class AssistantRecipe:
         return config
 
     def validate(self) -> None:
+        self._check_init_from()
         unknown = sorted(set(self.stages) - set(STAGE_ORDER))
         if unknown or not self.stages:
             raise ConfigError(
@@ -110,6 +114,19 @@ class AssistantRecipe:
             if stage.lora is not None:
                 stage.lora.validate()
             self._check_stage_options(name, stage, data)
+
+    def _check_init_from(self) -> None:
+        """A ConfigError for keys that build a fresh assistant set beside ``init_from`` (they would go
+        unused: the run takes that assistant's architecture and tokenizer)."""
+        if not self.init_from:
+            return
+        fresh = AssistantRecipe()
+        unused = [key for key in INIT_FROM_UNUSED if getattr(self, key) != getattr(fresh, key)]
+        if unused:
+            raise ConfigError(
+                f"recipe {self.name}: init_from {self.init_from!r} brings its own architecture and tokenizer; "
+                f"{', '.join(unused)} would be unused (remove them)"
+            )
 
     def _check_stage_options(self, name: str, stage: StageRecipe, data: Any) -> None:
         """ConfigErrors for options misplaced in stage ``name`` (``data``: its parsed data_config)."""
@@ -336,8 +353,7 @@ def run_assistant_recipe(recipe: AssistantRecipe, out_dir: str | Path) -> dict[s
         if stage_name in recipe.stages:
             summaries[stage_name] = run_stage(recipe, stage_name, model, tokenizer, processor, out_dir)
     pipeline = pipeline_for(spec, model.float().eval(), None, tokenizer=tokenizer)
-    notes = AUDIO_NOTES if recipe.media == "audio" else assistant_notes(recipe)
-    results = finish_run(pipeline, recipe, stage_totals(summaries), out_dir, **notes)
+    results = finish_run(pipeline, recipe, stage_totals(summaries), out_dir, **assistant_notes(recipe))
     return {"stages": summaries, "model_dir": str(out_dir / "model"), "eval": results}
 
 
@@ -379,54 +395,68 @@ def _loaded_start(recipe: AssistantRecipe):
     return pipeline.model.float().train(), pipeline.tokenizer, processor, spec
 
 
-ASSISTANT_IMAGE_STAGES = (
-    "captions (align stage) and an instruction mix of short/detailed captions, VQA, referring expressions "
-    "answered with boxes and multi-turn chats (instruct stage). Evaluated on test scenes and held-out-pair "
-    "scenes never trained on."
-)
-ASSISTANT_DATA = (
-    "shapes-world scenes (train split, without the held-out colour/shape pairs) turned into text-only "
-    "conversations (LM stage), " + ASSISTANT_IMAGE_STAGES
-)
-ASSISTANT_DATA_TEXT_PAIRS = (
+@dataclass(frozen=True)
+class DataNote:
+    """The card's words for one medium's training data, stage by stage."""
+
+    scenes: str  # the train split the stages draw from
+    align: str  # what the align stage trains on
+    instruct: str  # what the instruct stage trains on
+    evaluated: str  # what the evaluation holds
+    metrics: str  # the card's metrics note
+
+
+DATA_NOTES = {
+    "image": DataNote(
+        scenes="shapes-world scenes (train split, without the held-out colour/shape pairs)",
+        align="captions (align stage)",
+        instruct="an instruction mix of short/detailed captions, VQA, referring expressions answered with boxes "
+        "and multi-turn chats (instruct stage)",
+        evaluated="Evaluated on test scenes and held-out-pair scenes never trained on.",
+        metrics="`_heldout`: scenes holding a colour/shape pair never seen in a training image. CIDEr/BLEU use "
+        "every true caption of a scene as references (METEOR and SPICE need Java and are skipped). CHAIR counts "
+        "shapes mentioned in detailed captions that are not in the scene; POPE asks balanced yes/no questions "
+        "about present and absent (random or adversarial) colour/shape pairs.",
+    ),
+    "audio": DataNote(
+        scenes="tones-world clips (train split, without the held-out kind/pitch pairs)",
+        align="captions (align stage)",
+        instruct="a mix of short/detailed captions, questions and multi-turn chats (instruct stage)",
+        evaluated="Evaluated on test clips and held-out-pair clips never trained on.",
+        metrics="`_heldout`: clips holding a (kind, pitch) pair never trained on. BLEU/CIDEr use the clip's true "
+        "captions as references; question accuracy uses VQAv2 answer normalisation.",
+    ),
+}
+LM_TEXT = " turned into text-only conversations (LM stage)"
+LM_TEXT_PAIRS = (
     "shapes-world scenes turned into text-only conversations that name every colour/shape pair, the held-out "
     "ones too (LM stage: `data.heldout_pairs_in_text`, as a language model's pre-training text names things "
-    "no training image shows), then train-split images without the held-out pairs: " + ASSISTANT_IMAGE_STAGES
-)
-ASSISTANT_METRICS = (
-    "`_heldout`: scenes holding a colour/shape pair never seen in a training image. CIDEr/BLEU use every true "
-    "caption of a scene as references (METEOR and SPICE need Java and are skipped). CHAIR counts shapes "
-    "mentioned in detailed captions that are not in the scene; POPE asks balanced yes/no questions about "
-    "present and absent (random or adversarial) colour/shape pairs."
+    "no training image shows), then train-split images without the held-out pairs"
 )
 
 
 def assistant_notes(recipe: AssistantRecipe) -> dict[str, str]:
-    """The card's data and metrics notes: the data note says whether the lm stage's text names held-out pairs,
-    and which trained assistant the run started from (``init_from``)."""
+    """The card's data and metrics notes for the stages the recipe runs: the data note says whether the lm
+    stage's text names held-out pairs, and which trained assistant the run started from (``init_from``)."""
+    words = DATA_NOTES[recipe.media]
+    media_stages = " and ".join(
+        note for name, note in (("align", words.align), ("instruct", words.instruct)) if name in recipe.stages
+    )
     lm = recipe.stages.get("lm")
-    text_pairs = lm is not None and recipe.data_config(lm).heldout_pairs_in_text
-    data_note = ASSISTANT_DATA_TEXT_PAIRS if text_pairs else ASSISTANT_DATA
+    if lm is None:
+        data_note = f"{words.scenes}: {media_stages}"
+    elif getattr(recipe.data_config(lm), "heldout_pairs_in_text", False):  # audio data has no such key
+        data_note = LM_TEXT_PAIRS + (f": {media_stages}" if media_stages else "")
+    else:
+        data_note = words.scenes + LM_TEXT + (f", {media_stages}" if media_stages else "")
+    data_note += ". " + words.evaluated
     if recipe.init_from:
         stages = ", ".join(name for name in STAGE_ORDER if name in recipe.stages)
         data_note = (
             f"starts from `{recipe.init_from}` (its weights and tokenizer), then trains the stages {stages} on "
             + data_note
         )
-    return {"data_note": data_note, "metrics_note": ASSISTANT_METRICS}
-
-
-AUDIO_NOTES = {
-    "data_note": (
-        "tones-world clips (train split, without the held-out kind/pitch pairs) turned into text-only "
-        "conversations (LM stage), captions (align stage) and a mix of short/detailed captions, questions and "
-        "multi-turn chats (instruct stage). Evaluated on test clips and held-out-pair clips never trained on."
-    ),
-    "metrics_note": (
-        "`_heldout`: clips holding a (kind, pitch) pair never trained on. BLEU/CIDEr use the clip's true "
-        "captions as references; question accuracy uses VQAv2 answer normalisation."
-    ),
-}
+    return {"data_note": data_note, "metrics_note": words.metrics}
 
 
 def stage_totals(summaries: dict[str, dict]) -> dict[str, Any]:
