@@ -160,8 +160,8 @@ def chat_cache_key(model: str, job: ChatJob) -> str:
 
 async def chat_reply(state: ServeState, model: str, job: ChatJob) -> str:
     """The assistant's reply to one conversation (cached when deterministic)."""
-    cached = job.generation.deterministic and state.cache.max_entries > 0
-    key = chat_cache_key(model, job) if cached else None
+    use_cache = job.generation.deterministic and state.cache.max_entries > 0
+    key = chat_cache_key(model, job) if use_cache else None
     if key is not None and (cached := state.cache_get(key)) is not MISSING:
         return cached
     (reply,) = await state.batcher(model, "chat").submit([job])

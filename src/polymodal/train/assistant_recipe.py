@@ -399,7 +399,7 @@ def _loaded_start(recipe: AssistantRecipe):
 class DataNote:
     """The card's words for one medium's training data, stage by stage."""
 
-    scenes: str  # the train split the stages draw from
+    split: str  # the train split the stages draw from
     align: str  # what the align stage trains on
     instruct: str  # what the instruct stage trains on
     evaluated: str  # what the evaluation holds
@@ -408,7 +408,7 @@ class DataNote:
 
 DATA_NOTES = {
     "image": DataNote(
-        scenes="shapes-world scenes (train split, without the held-out colour/shape pairs)",
+        split="shapes-world scenes (train split, without the held-out colour/shape pairs)",
         align="captions (align stage)",
         instruct="an instruction mix of short/detailed captions, VQA, referring expressions answered with boxes "
         "and multi-turn chats (instruct stage)",
@@ -419,7 +419,7 @@ DATA_NOTES = {
         "about present and absent (random or adversarial) colour/shape pairs.",
     ),
     "audio": DataNote(
-        scenes="tones-world clips (train split, without the held-out kind/pitch pairs)",
+        split="tones-world clips (train split, without the held-out kind/pitch pairs)",
         align="captions (align stage)",
         instruct="a mix of short/detailed captions, questions and multi-turn chats (instruct stage)",
         evaluated="Evaluated on test clips and held-out-pair clips never trained on.",
@@ -444,11 +444,11 @@ def assistant_notes(recipe: AssistantRecipe) -> dict[str, str]:
     )
     lm = recipe.stages.get("lm")
     if lm is None:
-        data_note = f"{words.scenes}: {media_stages}"
+        data_note = f"{words.split}: {media_stages}"
     elif getattr(recipe.data_config(lm), "heldout_pairs_in_text", False):  # audio data has no such key
         data_note = LM_TEXT_PAIRS + (f": {media_stages}" if media_stages else "")
     else:
-        data_note = words.scenes + LM_TEXT + (f", {media_stages}" if media_stages else "")
+        data_note = words.split + LM_TEXT + (f", {media_stages}" if media_stages else "")
     data_note += ". " + words.evaluated
     if recipe.init_from:
         stages = ", ".join(name for name in STAGE_ORDER if name in recipe.stages)
