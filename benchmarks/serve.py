@@ -175,20 +175,26 @@ def batch_totals(url: str, op: str) -> tuple[float, float]:
 # --- the runs ----------------------------------------------------------------------------------------
 
 
+def status_and_length(head: bytes) -> tuple[int, int]:
+    """(status, Content-Length) of an HTTP/1.1 response head."""
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    return int(head.split(b" ", 2)[1]), length
+
+
 def read_response(receive: Callable[[], bytes], buffer: bytes) -> tuple[int, bytes, bytes]:
     """One HTTP/1.1 response (with Content-Length) from ``buffer`` plus what ``receive()`` brings:
     (status, body, bytes left over for the next response)."""
     while b"\r\n\r\n" not in buffer:
         buffer += receive()
     head, _, buffer = buffer.partition(b"\r\n\r\n")
-    length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length:")
-    )
+    status, length = status_and_length(head)
     while len(buffer) < length:
         buffer += receive()
-    return int(head.split(b" ", 2)[1]), buffer[:length], buffer[length:]
+    return status, buffer[:length], buffer[length:]
 
 
 def encoded_requests(work: Workload, clients: int) -> list[tuple[bytes, int]]:
@@ -236,13 +242,7 @@ class RawClient:
         """Send one pre-encoded request on the open connection; (status, body)."""
         assert self.reader is not None and self.writer is not None, "connect first"
         self.writer.write(request)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-        length = next(
-            int(line.split(b":", 1)[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        )
+        status, length = status_and_length(await self.reader.readuntil(b"\r\n\r\n"))
         return status, await self.reader.readexactly(length)
 
     async def close(self) -> None:

@@ -50,6 +50,11 @@ class LRUCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def enabled(self) -> bool:
+        """False when the cache holds nothing (``max_entries`` 0): callers need not make keys."""
+        return self.max_entries > 0
+
     def get(self, key: str) -> Any:
         """The cached value, or ``MISSING``; counts a hit or a miss."""
         with self._lock:
@@ -62,7 +67,7 @@ class LRUCache:
 
     def put(self, key: str, value: Any) -> None:
         """Store ``value`` (callers store immutable values: read-only arrays, strings, tuples)."""
-        if self.max_entries == 0:
+        if not self.enabled:
             return
         with self._lock:
             self._items[key] = value

@@ -33,7 +33,7 @@ async def cached_batch(
     """Results for ``contents`` (what names each input in its cache key): cached ones as they are; the
     misses (each distinct content once) are prepared by ``prepare(indices)`` and computed in one
     submission to the batcher, then cached. With the cache off, every input is computed and no key made."""
-    if not state.cache.max_entries:
+    if not state.cache.enabled:
         return list(await state.batcher(model, op).submit(await prepare(list(range(len(contents))))))
     keys = cache_keys(model, op, contents)
     results = [state.cache_get(k) for k in keys]
@@ -160,7 +160,7 @@ def chat_cache_key(model: str, job: ChatJob) -> str:
 
 async def chat_reply(state: ServeState, model: str, job: ChatJob) -> str:
     """The assistant's reply to one conversation (cached when deterministic)."""
-    use_cache = job.generation.deterministic and state.cache.max_entries > 0
+    use_cache = job.generation.deterministic and state.cache.enabled
     key = chat_cache_key(model, job) if use_cache else None
     if key is not None and (cached := state.cache_get(key)) is not MISSING:
         return cached
