@@ -25,6 +25,9 @@ shares the machine.
 model whose compute outweighs the HTTP work per request, as real models' does); ``--threads 1`` runs
 torch single-threaded on both sides (steadier when other processes oversubscribe the cores).
 
+``--compute-threads N`` sets the server's model instances (``ServeConfig.compute_threads``; 1 runs every
+batch on one torch thread with all of torch's threads).
+
 Run: ``python benchmarks/serve.py [--rounds 5] [--inputs 256] [--per-request 8] [--width 512]``
 (about a minute; five with ``--width 512``).
 """
@@ -54,6 +57,7 @@ from polymodal.serve.process import serve_in_process
 
 CONCURRENCY = (1, 8, 32)
 PER_CLIENT = 4  # requests each client sends at least, after its connection is open
+SERVER_SETTINGS = ("max_batch_size", "max_wait_ms", "compute_threads")  # ServeConfig fields given as flags
 
 try:  # the clients' event loop: uvloop where the server has it too (not on Windows)
     from uvloop import run as run_loop
@@ -414,16 +418,15 @@ def main() -> None:
     )
     parser.add_argument("--max-batch-size", type=int, help="server setting (default: ServeConfig's)")
     parser.add_argument("--max-wait-ms", type=float, help="server setting (default: ServeConfig's)")
+    parser.add_argument(
+        "--compute-threads", type=int, help="server setting: model instances (default: ServeConfig's)"
+    )
     args = parser.parse_args()
     from polymodal.serve.config import ServeConfig
 
-    settings = {
-        k: v
-        for k, v in (("max_batch_size", args.max_batch_size), ("max_wait_ms", args.max_wait_ms))
-        if v is not None
-    }
+    settings = {k: getattr(args, k) for k in SERVER_SETTINGS if getattr(args, k) is not None}
     defaults = ServeConfig()
-    shown = {"max_batch_size": defaults.max_batch_size, "max_wait_ms": defaults.max_wait_ms, **settings}
+    shown = {**{k: getattr(defaults, k) for k in SERVER_SETTINGS}, **settings}
     args.server_batch = shown["max_batch_size"]
     print(f"{args.model}; server {shown}; {os.cpu_count()} CPUs; "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip

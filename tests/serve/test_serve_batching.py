@@ -201,3 +201,57 @@ def test_an_error_in_an_inputs_place_fails_its_request_only():
     assert first == [1, 2] and third == [4]
     assert isinstance(second, ValueError) and str(second) == "odd 3"
     assert calls == [5]  # one call, no retries
+
+
+class RecordingPool(ThreadPoolExecutor):
+    """Two threads that note whether each batch came as one that may run alone or as one among others."""
+
+    def __init__(self):
+        super().__init__(2)
+        self.how: list[str] = []
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.how.append("may run alone")
+        return super().submit(fn, *args, **kwargs)
+
+    def submit_shared(self, fn, /, *args, **kwargs):
+        self.how.append("among others")
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_with_two_instances_two_batches_run_at_once_and_a_crowded_batch_is_marked_shared():
+    running, most = [0], [0]
+    lock = threading.Lock()
+    fn = Doubler()
+
+    def probe(xs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            return fn(xs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    async def main():
+        fn.gate.clear()
+        pool = RecordingPool()
+        b = MicroBatcher("m:op", probe, pool, max_batch_size=2, max_wait_ms=0, concurrency=2)
+        b.start()
+        first = asyncio.create_task(b.submit([1]))
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(b.submit([2]))  # a second batch, beside the first
+        await asyncio.sleep(0.05)
+        rest = [asyncio.create_task(b.submit([i])) for i in (3, 4, 5)]  # both slots busy: these wait
+        await asyncio.sleep(0.05)
+        fn.gate.set()
+        results = await asyncio.gather(first, second, *rest)
+        await b.stop()
+        return results, pool.how
+
+    results, how = run(main())
+    assert results == [[2], [4], [6], [8], [10]]
+    assert most[0] == 2  # the first two batches ran at the same time
+    assert how == ["may run alone", "may run alone", "among others", "may run alone"]
+    assert sorted(fn.calls) == [1, 1, 1, 2]  # the last two batches also ran side by side

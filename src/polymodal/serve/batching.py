@@ -3,7 +3,8 @@
 Each (model, operation) has a bounded queue and one worker task. The worker takes the first waiting
 request, then collects more until the batch holds ``max_batch_size`` inputs or ``max_wait_ms`` has passed,
 and runs one batched call on the compute executor (torch releases the GIL, so the event loop keeps
-answering). A full queue is refused at once with 429 (never a hang); a request that waits and computes for
+answering); with several compute instances (:class:`~polymodal.serve.compute.ComputePool`), up to that
+many batches run at once. A full queue is refused at once with 429 (never a hang); a request that waits and computes for
 longer than ``timeout_s`` gets 504. When a batched call raises, every request in it is retried alone, so
 only the bad request gets its error; a call may also return an exception in an input's place (an image
 that does not decode), which fails that input's request alone without a retry.
@@ -66,8 +67,10 @@ class MicroBatcher:
         queue_size: int = 64,
         timeout_s: float = 30.0,
         on_batch: Callable[[str, int, float], None] | None = None,
+        concurrency: int = 1,
     ):
-        """``on_batch(name, inputs, seconds)`` is told about every model call (for metrics)."""
+        """``on_batch(name, inputs, seconds)`` is told about every model call (for metrics);
+        ``concurrency`` batches may run at once (one per compute instance)."""
         self.name, self.fn, self.executor = name, fn, executor
         self.max_batch_size, self.max_wait_s = max_batch_size, max_wait_ms / 1000.0
         self.queue_size, self.timeout_s = queue_size, timeout_s
@@ -75,6 +78,8 @@ class MicroBatcher:
         self._queue: asyncio.Queue[_Job] | None = None
         self._carry: _Job | None = None  # a job that did not fit the previous batch
         self._worker: asyncio.Task | None = None
+        self.concurrency = concurrency
+        self._slots: asyncio.Semaphore | None = None  # batches that may start before one ends
 
     @property
     def depth(self) -> int:
@@ -85,6 +90,7 @@ class MicroBatcher:
     def start(self) -> None:
         """Create the queue and the worker on the running event loop."""
         self._queue = asyncio.Queue(maxsize=self.queue_size)
+        self._slots = asyncio.Semaphore(self.concurrency)
         self._worker = asyncio.create_task(self._run_forever(), name=f"batcher:{self.name}")
 
     async def stop(self) -> None:
@@ -136,10 +142,26 @@ class MicroBatcher:
                 log.exception("%s: batch worker error", self.name)
 
     async def _run_one_batch(self) -> None:
-        jobs = await self._collect()
-        jobs = [job for job in jobs if not job.future.done()]  # timed out or disconnected while queued
-        if not jobs:
-            return
+        """Wait for a free slot, collect a batch and start it; the slot is free again when it ends (the
+        next batch gathers what arrives meanwhile)."""
+        assert self._slots is not None and self._queue is not None
+        await self._slots.acquire()
+        finished = None
+        try:
+            jobs = [job for job in await self._collect() if not job.future.done()]  # skip timed-out ones
+            if jobs:
+                finished = self._start(jobs, among_others=len(jobs) > 1 or not self._queue.empty())
+        finally:
+            if finished is None:
+                self._slots.release()
+            else:
+                finished.add_done_callback(lambda _: self._slots.release())
+
+    def _start(self, jobs: list[_Job], among_others: bool) -> asyncio.Future | None:
+        """Submit one batched call on ``jobs`` to the executor; a future done once their results are handed
+        out (None if the executor refused it). ``among_others``: several requests share this batch or
+        more wait behind it, so the call runs on one compute instance's share of the cores
+        (:meth:`ComputePool.submit_shared`), not alone with every core."""
         loop = asyncio.get_running_loop()
         finished = loop.create_future()
 
@@ -152,13 +174,15 @@ class MicroBatcher:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
                 loop.call_soon_threadsafe(self._deliver, jobs, outcomes, finished)
 
+        # a ComputePool tells a call among others from one that may run alone; other executors cannot
+        submit = getattr(self.executor, "submit_shared", None) if among_others else None
         try:
-            self.executor.submit(compute)
+            (submit or self.executor.submit)(compute)
         except RuntimeError as e:  # the executor was shut down: fail this batch
             log.debug("%s: %s", self.name, e)
             self._deliver(jobs, [ServeError(503, "the server is shutting down", "shutting_down")] * len(jobs))
-            return
-        await finished  # one batch at a time: the next one gathers what arrives meanwhile
+            return None
+        return finished
 
     @staticmethod
     def _deliver(jobs: list[_Job], outcomes: list[Any], finished: asyncio.Future | None = None) -> None:

@@ -47,7 +47,9 @@ class ServeConfig:
     url_timeout_s: float = 5.0  # connect and read timeout of one image URL fetch
     index: str | None = None  # index folder (``polymodal index``) that /v1/search queries
     index_model: str | None = None  # the loaded model that queries the index; default: the one that built it
-    compute_threads: int = 1  # model-call threads; 1: the process's torch thread (serve/compute.py)
+    # model instances: threads that run model calls side by side, each with its share of torch's threads;
+    # a call that arrives alone gets every thread (serve/compute.py). 1: every call on one torch thread
+    compute_threads: int = 2
     max_connections: int = 256  # concurrent connections uvicorn accepts before answering 503
     log_level: str = "info"  # critical | error | warning | info | debug
 

@@ -7,13 +7,13 @@ import asyncio
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from typing import Any
 
 from polymodal.pipelines.base import Pipeline
 from polymodal.serve.batching import MicroBatcher, QueueFull
 from polymodal.serve.cache import MISSING, LRUCache
-from polymodal.serve.compute import torch_thread
+from polymodal.serve.compute import ComputePool, torch_thread
 from polymodal.serve.config import ServeConfig, model_alias, model_source
 from polymodal.serve.errors import ServeError
 from polymodal.serve.fetch import FetchPolicy
@@ -71,7 +71,7 @@ class ServeState:
                 config.url_timeout_s,
             ),
         )
-        self.executor: ThreadPoolExecutor | None = None
+        self.executor: Executor | None = None
         self.batchers: dict[tuple[str, str], MicroBatcher] = {}
         self.streams = {name: Slots(f"{name}:stream", config.queue_size) for name in self.pipelines}
         self.index, self.index_model = self._open_index()
@@ -83,17 +83,13 @@ class ServeState:
     def start(self) -> None:
         """Start the compute threads and one batcher per (model, batched operation) on the running loop."""
         c = self.config
-        self.executor = (
-            torch_thread()
-            if c.compute_threads == 1
-            else ThreadPoolExecutor(c.compute_threads, thread_name_prefix="polymodal-compute")
-        )
+        self.executor = torch_thread() if c.compute_threads == 1 else ComputePool(c.compute_threads)
         for name, pipeline in self.pipelines.items():
             for op in (op for op in capabilities(pipeline) if op in BATCHED_OPS):
                 size = c.max_chat_batch_size if op == "chat" else c.max_batch_size
                 batcher = MicroBatcher(
                     f"{name}:{op}", batch_function(pipeline, op, self.media), self.executor, size,
-                    c.max_wait_ms, c.queue_size, c.request_timeout_s, self.metrics.on_batch,
+                    c.max_wait_ms, c.queue_size, c.request_timeout_s, self.metrics.on_batch, c.compute_threads,
                 )  # fmt: skip
                 batcher.start()
                 self.batchers[(name, op)] = batcher
