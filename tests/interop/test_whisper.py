@@ -1,6 +1,8 @@
 """Parity with transformers' Whisper: a tiny random checkpoint saved to a folder, converted into polymodal's
 SpeechToText (AudioEncoder + cross-attending CausalLM), compared in fp32."""
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -93,12 +95,14 @@ def hf_greedy(hf, mel, prompt, steps: int):
         encoder_states = hf.model.encoder(mel).last_hidden_state
         out = hf(encoder_outputs=(encoder_states,), decoder_input_ids=prompt, use_cache=True)
         tokens = [out.logits[:, -1].argmax(-1)]
+        # recent transformers call the cache argument "cache" ("past_key_values" is deprecated there)
+        cache_arg = "cache" if "cache" in inspect.signature(hf.forward).parameters else "past_key_values"
         for _ in range(steps - 1):
             out = hf(
                 encoder_outputs=(encoder_states,),
                 decoder_input_ids=tokens[-1][:, None],
-                past_key_values=out.past_key_values,
                 use_cache=True,
+                **{cache_arg: out.past_key_values},
             )
             tokens.append(out.logits[:, -1].argmax(-1))
     return torch.stack(tokens, dim=1)
