@@ -48,10 +48,15 @@ def test_nothing_starts_beside_a_call_running_alone(pool):
         release.wait(WAIT_S)
         order.append("alone")
 
+    def shared():
+        order.append("shared")
+        started.set()
+
+    started = threading.Event()
     alone = pool.submit(long_alone)
     assert running.wait(WAIT_S)
-    later = pool.submit_shared(lambda: order.append("shared"))
-    assert not later.done()  # the helper is idle, yet it waits
+    later = pool.submit_shared(shared)
+    assert not started.wait(0.2)  # the helper is idle, yet the call waits
     release.set()
     alone.result(WAIT_S), later.result(WAIT_S)
     assert order == ["alone", "shared"]
