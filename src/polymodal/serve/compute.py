@@ -60,7 +60,10 @@ class ComputePool(Executor):
         self.shared_threads = max(1, self.threads // instances)
         helpers = [
             ThreadPoolExecutor(
-                1, f"polymodal-compute-{i}", initializer=_set_torch_threads, initargs=(self.shared_threads,)
+                1,
+                f"polymodal-compute-{i}",
+                initializer=torch.set_num_threads,
+                initargs=(self.shared_threads,),
             )
             for i in range(1, instances)
         ]
@@ -89,7 +92,7 @@ class ComputePool(Executor):
             future.cancel()
         for helper in self._threads[1:]:
             helper.shutdown(wait=wait)
-        restored = self._threads[0].submit(_set_torch_threads, self._lead_threads)  # after its last call
+        restored = self._threads[0].submit(torch.set_num_threads, self._lead_threads)  # after its last call
         if wait:
             restored.result()
 
@@ -107,11 +110,10 @@ class ComputePool(Executor):
         while self._waiting and self._idle and not self._alone:
             call, future, alone_ok = self._waiting[0]
             alone = alone_ok and len(self._idle) == self.instances and len(self._waiting) == 1
-            instance = 0 if alone else self._idle[-1]
-            self._alone = alone and self.instances > 1
+            instance, self._alone = (0 if alone else self._idle[-1]), alone
             self._waiting.popleft()
             self._idle.remove(instance)
-            threads = self.threads if alone or self.instances == 1 else self.shared_threads
+            threads = self.threads if alone else self.shared_threads  # the same with one instance
             self._threads[instance].submit(self._run, call, future, instance, threads, alone)
 
     def _run(self, call: Callable[[], Any], future: Future, instance: int, threads: int, alone: bool) -> None:
@@ -131,7 +133,3 @@ class ComputePool(Executor):
                 if alone:
                     self._alone = False
                 self._dispatch()
-
-
-def _set_torch_threads(count: int) -> None:
-    torch.set_num_threads(count)
