@@ -430,6 +430,7 @@ def main() -> None:
     args.server_batch = shown["max_batch_size"]
     print(f"{args.model}; server {shown}; {os.cpu_count()} CPUs; "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
+    polymodal.keep_freed_memory()  # as the server does at start: the offline side gets the same allocator
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch threads {torch.get_num_threads()} (server: the same)", flush=True)

@@ -5,6 +5,7 @@ Public API (imported lazily so ``polymodal --help`` does not pay for torch):
     save(pipeline, path)      write a model folder (config.json, model.safetensors, tokenizer)
     create_model(name, **kw)  a named architecture with fresh weights
     list_models()             named architectures; bundled_models(): trained models shipped in the package
+    keep_freed_memory()       keep freed heap for the next batch (process-wide; polymodal's commands call it)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ _EXPORTS = {
     "create_model": "polymodal.registry",
     "list_models": "polymodal.registry",
     "get_spec": "polymodal.registry",
+    "keep_freed_memory": "polymodal.allocator",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from polymodal.allocator import keep_freed_memory
+
 app = typer.Typer(
     name="polymodal",
     help="Build, train, evaluate and serve multimodal models.",
@@ -327,6 +329,7 @@ from polymodal import cli_assistant, cli_audio, cli_serve  # noqa: E402, F401
 
 def main() -> None:
     """Console-script entry point."""
+    keep_freed_memory()
     try:
         app()
     except KeyboardInterrupt:

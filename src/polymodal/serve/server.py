@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from polymodal.allocator import keep_freed_memory
 from polymodal.serve.app import create_app
 from polymodal.serve.config import ServeConfig
 from polymodal.serve.state import load_pipelines
@@ -15,6 +16,7 @@ def run(config: ServeConfig) -> None:
     import uvicorn
 
     config.validate()
+    keep_freed_memory()  # each batch reuses the last one's pages (polymodal.allocator)
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
