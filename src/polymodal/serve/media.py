@@ -79,8 +79,9 @@ def decode_image(data: bytes, max_pixels: int, param: str | None = None) -> Imag
         raise
     except Image.DecompressionBombError:
         raise ServeError(
-            413, "the image has too many pixels (decompression bomb)", "image_too_large", param
-        ) from None
+            413, f"the image has too many pixels (decompression bomb); the limit is {max_pixels} pixels",
+            "image_too_large", param,
+        ) from None  # fmt: skip
     except UnidentifiedImageError:
         formats = ", ".join(IMAGE_FORMATS)
         raise ServeError(
