@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import platform
 import subprocess
 import sys
 
 import pytest
 
-from polymodal.allocator import keep_freed_memory
-
-GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+from polymodal.allocator import _is_glibc, keep_freed_memory
 
 FAULTS_CODE = """
 import resource, statistics, sys
@@ -43,7 +40,7 @@ def test_bad_thresholds_are_refused(trim, mmap):
         keep_freed_memory(trim, mmap)
 
 
-@pytest.mark.skipif(not GLIBC, reason="glibc's mallopt only")
+@pytest.mark.skipif(not _is_glibc(), reason="glibc's mallopt only")
 def test_embedding_batches_reuse_pages_once_freed_memory_is_kept():
     default, kept = page_faults("default"), page_faults("kept")
     assert default > 200  # each batch's activations land on fresh pages (about 1,000 here)

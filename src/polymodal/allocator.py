@@ -18,11 +18,18 @@ at start, and a program embedding polymodal may call :func:`keep_freed_memory` i
 from __future__ import annotations
 
 import ctypes
-import platform
+import os
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
 MAX_MMAP_THRESHOLD_MB = 32  # glibc refuses larger values on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX)
+
+
+def _is_glibc() -> bool:
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")  # e.g. "glibc 2.36"
+    except (AttributeError, ValueError, OSError):  # Windows has no confstr; macOS and musl lack the name
+        return False
 
 
 def keep_freed_memory(trim_threshold_mb: int = 256, mmap_threshold_mb: int = MAX_MMAP_THRESHOLD_MB) -> bool:
@@ -38,7 +45,7 @@ def keep_freed_memory(trim_threshold_mb: int = 256, mmap_threshold_mb: int = MAX
             f"trim_threshold_mb must be > 0 and mmap_threshold_mb in 1..{MAX_MMAP_THRESHOLD_MB}; "
             f"got {trim_threshold_mb} and {mmap_threshold_mb}"
         )
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not _is_glibc():
         return False
     libc = ctypes.CDLL("libc.so.6")
     mmap_ok = libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold_mb << 20)
